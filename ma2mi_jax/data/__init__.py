@@ -1,0 +1,1 @@
+"""Data set readers, the synthetic generator and the Grain input pipelines."""

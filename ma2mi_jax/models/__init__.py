@@ -1,0 +1,1 @@
+"""Networks of MA2MI: ResNet18 trunks, MIACNet, DiT and the frozen VAE wrapper."""

@@ -1,0 +1,1 @@
+"""Training loops: MA2MI pre-training and cross-validated fine-tuning."""
