@@ -1,0 +1,28 @@
+"""LOSO fine-tuning on the synthetic CASME II-layout micro-expression set, the quick start's second stage.
+
+Generate the data, then run:
+  python -m ma2mi_jax.data.synthetic --out data/synthetic/casme2 --layout casme2
+  python scripts/loso.py --config configs/synthetic_loso.py --config.init=workdirs/pretrain_synthetic
+Smoke test:  python scripts/loso.py --config configs/synthetic_loso.py:tiny
+"""
+
+from ma2mi_jax import configlib
+
+
+def get_config(arg: str | None = None):
+    """Synthetic CASME II-layout, 5 classes, LOSO, at a CPU size (64x64 frames)."""
+    c = configlib.finetune_base()
+    c.workdir = "workdirs/loso_synthetic"
+    c.init = "workdirs/pretrain_synthetic"
+    c.data.name = "casme2"
+    c.data.root = "data/synthetic/casme2"
+    c.data.class_names = configlib.CASME2_CLASSES
+    c.data.image_size = 64
+    c.data.workers = 0
+    c.data.augment.crop_pad = 4
+    c.model.resnet_width = 16
+    c.model.dit = "T/2"
+    c.vae.block_out_channels = (16, 32, 32, 32)
+    c.vae.layers_per_block = 1
+    c.train.epochs = 20
+    return configlib.finalize(c, arg)

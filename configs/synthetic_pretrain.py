@@ -1,0 +1,30 @@
+"""MA2MI pre-training on the synthetic macro-expression set (DFEW layout), the quick start's first stage.
+
+Generate the data, then run:
+  python -m ma2mi_jax.data.synthetic --out data/synthetic/dfew --layout dfew
+  python scripts/pretrain.py --config configs/synthetic_pretrain.py
+Smoke test:  python scripts/pretrain.py --config configs/synthetic_pretrain.py:tiny
+"""
+
+from ma2mi_jax import configlib
+
+
+def get_config(arg: str | None = None):
+    """Synthetic DFEW-layout pre-training at a CPU size (64x64 frames, narrow networks)."""
+    c = configlib.pretrain_base()
+    c.workdir = "workdirs/pretrain_synthetic"
+    c.data.name = "dfew"
+    c.data.root = "data/synthetic/dfew"
+    c.data.image_size = 64
+    c.data.workers = 0
+    c.model.resnet_width = 16
+    c.model.dit = "T/2"
+    c.vae.block_out_channels = (16, 32, 32, 32)  # random-init VAE: no hub weights offline
+    c.vae.layers_per_block = 1
+    c.train.epochs = 0
+    c.train.steps = 300
+    c.train.batch_size = 32
+    c.train.log_every = 10
+    c.train.checkpoint_every = 100
+    c.train.picture_every = 100
+    return configlib.finalize(c, arg)

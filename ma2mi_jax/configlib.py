@@ -1,0 +1,210 @@
+"""Shared defaults of every config file, the `tiny` shrink, and the config-argument parser.
+
+Each `configs/<name>.py` starts from `pretrain_base()` or `finetune_base()`, sets what is
+particular to its data set, and ends with `finalize(config, arg)`, which applies `:tiny` (a CPU
+smoke-test size, big_vision's "runlocal" idea) and locks the config so that an override of a key
+that does not exist fails with the key's name.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# The paper's classes per micro-expression protocol (method.md, "Data and protocols").
+CASME2_CLASSES = ("happiness", "disgust", "repression", "surprise", "others")
+SAMM_CLASSES = ("happiness", "anger", "contempt", "surprise", "others")
+MMEW_CLASSES = ("happiness", "surprise", "anger", "disgust", "fear", "sadness")
+DFEW_CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+
+KNOWN_ARGS = ("tiny",)
+
+
+def parse_arg(arg: str | None) -> set[str]:
+    """Split a config argument such as "tiny" into its words; unknown words are an error."""
+    words = {w.strip() for w in (arg or "").split(",") if w.strip()}
+    unknown = words - set(KNOWN_ARGS)
+    if unknown:
+        raise ValueError(
+            f"unknown config argument(s) {sorted(unknown)}; known: {list(KNOWN_ARGS)} "
+            "(use it as --config configs/NAME.py:tiny)"
+        )
+    return words
+
+
+def _model() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "resnet_width": 64,  # ResNet18 base width (64 = torchvision); the trunk ends at 8x this.
+            "fusion": "add",  # add | mul | concat | none  (none = "w/o FPE", Table 4)
+            "dit": "B/2",  # DiT variant/patch: S, B, L, XL (and T, tiny) with patch 2, 4, 8, ...
+            # Pre-training: True keeps L_rec away from the position encoder (independent branches).
+            "stop_position_grad": True,
+        }
+    )
+
+
+def _vae() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "path": "",  # local diffusers-format sd-vae-ft-ema folder; "" = random init (warns)
+            "scaling_factor": 0.18215,
+            # Architecture used only when no folder is given (random init): SD's by default.
+            "block_out_channels": (128, 256, 512, 512),
+            "layers_per_block": 2,
+            "latent_channels": 4,
+        }
+    )
+
+
+def _augment(crop_pad: int, rotation_deg: float, flip: bool) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {"crop_pad": crop_pad, "rotation_deg": rotation_deg, "flip": flip}
+    )
+
+
+def _position_loss() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "enabled": True,
+            "w_dis": 1.0,
+            "w_con": 1.0,
+            "w_equ": 1.0,
+            "con_form": "ce",  # ce (softmax over places, method.md) | cos (1 - cos)
+            "tau": 0.1,
+            "max_rotation_deg": 10.0,
+            "max_shift": 0.08,  # fraction of the image side
+        }
+    )
+
+
+def pretrain_base() -> ml_collections.ConfigDict:
+    """Defaults for MA2MI pre-training (method.md, "Pre-training"); data set fields left generic."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.workdir = "workdirs/pretrain"
+    c.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    c.init = ""  # optional checkpoint to start from when the workdir has none
+    c.objective = "reconstruction"  # reconstruction (MA2MI) | supervised (MAER baseline)
+    c.space = "latent"  # latent (VAE) | pixel (MA2MI-dagger)
+    c.model = _model()
+    c.vae = _vae()
+    c.position_loss = _position_loss()
+    c.data = ml_collections.ConfigDict(
+        {
+            "name": "dfew",  # dfew | ferv39k | afew | frames | videos
+            "root": "",
+            "source": "frames",  # frames | video (DFEW ships both)
+            "image_size": 224,
+            "k_min": 1,
+            "k_max": 4,
+            "face_crop": False,  # detect and crop faces (uncropped video such as AFEW)
+            "strict": True,  # False: skip and list bad clips instead of stopping
+            "workers": 4,  # Grain worker processes (0 = in the main process)
+            "prefetch": 2,  # batches buffered per worker
+            "latent_cache": False,  # encode every frame once with the VAE and read latents
+            "cache_dir": "",  # "" = <workdir>/latents
+            "class_names": DFEW_CLASSES,  # used only by the supervised (MAER) objective
+            "augment": _augment(crop_pad=0, rotation_deg=0.0, flip=True),
+        }
+    )
+    c.train = ml_collections.ConfigDict(
+        {
+            "epochs": 80,
+            "steps": 0,  # > 0 overrides epochs with a fixed number of steps
+            "batch_size": 32,
+            "lr": 4e-4,
+            "weight_decay": 0.05,
+            "final_lr_ratio": 0.01,  # exponential decay to lr * final_lr_ratio at the last step
+            "grad_clip": 0.0,  # global-norm clip; 0 = off
+            "log_every": 50,
+            "checkpoint_every": 1000,
+            "keep_checkpoints": 3,
+            "picture_every": 1000,
+        }
+    )
+    return c
+
+
+def finetune_base() -> ml_collections.ConfigDict:
+    """Defaults for cross-validated fine-tuning (method.md, "Fine-tuning")."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.workdir = "workdirs/loso"
+    c.dtype = "float32"
+    # MA2MI pre-training workdir or exported checkpoint | "imagenet:<resnet18 file>" | "scratch"
+    c.init = "scratch"
+    c.model = _model()
+    c.vae = _vae()  # only used when finetune.aux_rec_weight > 0
+    c.data = ml_collections.ConfigDict(
+        {
+            "name": "casme2",  # casme2 | samm | mmew
+            "root": "",
+            "sheet": "",  # annotation file; "" = find the data set's default in the root
+            "image_size": 224,
+            "class_names": CASME2_CLASSES,
+            # Raw (lower-cased) emotion strings mapped onto class names; others are dropped.
+            "label_map": {},
+            "strict": True,
+            "workers": 2,
+            "prefetch": 2,
+            "augment": _augment(crop_pad=16, rotation_deg=10.0, flip=True),
+        }
+    )
+    c.protocol = ml_collections.ConfigDict(
+        {
+            "name": "loso",  # loso | kfold (subject-independent)
+            "num_folds": 5,  # kfold only
+        }
+    )
+    c.train = ml_collections.ConfigDict(
+        {
+            "epochs": 80,
+            "batch_size": 16,
+            "lr": 4e-4,
+            "weight_decay": 0.1,
+            "final_lr_ratio": 1.0,  # 1.0 = constant learning rate
+            "grad_clip": 0.0,
+            "log_every": 1,  # epochs
+            "checkpoint_every": 10,  # epochs
+            "keep_checkpoints": 2,
+        }
+    )
+    c.finetune = ml_collections.ConfigDict(
+        {
+            "folds_per_step": 0,  # folds trained together (vmapped); 0 = all
+            "sequential": False,  # one fold at a time, for comparison
+            "freeze_position": False,
+            "freeze_action": False,
+            "aux_rec_weight": 0.0,  # > 0 keeps L_rec as an auxiliary loss (needs the DiT)
+            "final_model": False,  # also train one model on all subjects for export
+        }
+    )
+    return c
+
+
+def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
+    """Shrink sizes and schedules in place so the config runs on a CPU in seconds."""
+    c.model.resnet_width = 8
+    c.model.dit = "T/2" if c.get("space", "latent") == "latent" else "T/4"
+    c.vae.block_out_channels = (8, 16, 16)
+    c.vae.layers_per_block = 1
+    c.data.image_size = 32
+    c.data.workers = 0
+    c.train.epochs = 1
+    c.train.batch_size = 4
+    if "steps" in c.train:
+        c.train.steps = 4
+        c.train.log_every = 1
+        c.train.checkpoint_every = 2
+        c.train.picture_every = 2
+    else:
+        c.train.epochs = 2
+    c.workdir = c.workdir.rstrip("/") + "_tiny"
+
+
+def finalize(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Apply the config argument (`tiny`) and lock the key set."""
+    if "tiny" in parse_arg(arg):
+        shrink_to_tiny(c)
+    c.lock()
+    return c
