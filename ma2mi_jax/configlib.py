@@ -57,9 +57,7 @@ def _vae() -> ml_collections.ConfigDict:
 
 
 def _augment(crop_pad: int, rotation_deg: float, flip: bool) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {"crop_pad": crop_pad, "rotation_deg": rotation_deg, "flip": flip}
-    )
+    return ml_collections.ConfigDict({"crop_pad": crop_pad, "rotation_deg": rotation_deg, "flip": flip})
 
 
 def _position_loss() -> ml_collections.ConfigDict:

@@ -87,8 +87,10 @@ class ReadReport:
 
     def summary(self) -> str:
         """Human-readable counts per class and subject, then every drop and repair with reasons."""
-        lines = [f"{self.dataset}: kept {len(self.kept)} samples, dropped {len(self.dropped)}, "
-                 f"repaired {len(self.repaired)}"]
+        lines = [
+            f"{self.dataset}: kept {len(self.kept)} samples, dropped {len(self.dropped)}, "
+            f"repaired {len(self.repaired)}"
+        ]
         per_class = collections.Counter(emotion for _, emotion in self.kept)
         lines.append("  per class:   " + ", ".join(f"{k} {v}" for k, v in sorted(per_class.items())))
         per_subject = collections.Counter(subject for subject, _ in self.kept)

@@ -1,0 +1,52 @@
+"""What the scripts share: running an absl main with readable errors for bad flags."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+
+
+def check_no_extra_args(argv: list[str]) -> None:
+    """Refuse stray positional arguments (usually a mistyped flag)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
+
+
+def _unknown_key_message(error: Exception, argv: list[str]) -> str:
+    """Name the `--config.*` override whose key does not exist."""
+    detail = str(error.args[0] if error.args else error)
+    with contextlib.suppress(ValueError, SyntaxError):
+        detail = str(ast.literal_eval(detail))  # ml_collections wraps a KeyError's repr
+    missing = detail.split("\n")[0].strip("'\"")
+    overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+    culprit = next((o for o in overrides if missing in o.split(".")), None)
+    hint = detail.split("\n", 1)[1] if "\n" in detail else ""
+    where = f"'{culprit}'" if culprit else f"'{missing}'"
+    return f"error: unknown config key {where}: the config has no field '{missing}'. {hint}".strip()
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """Run `main` under absl; an override of a config key that does not exist exits with its name."""
+    if not any(a.split("=")[0] in _HELP_FLAGS for a in sys.argv[1:]):
+        _parse_or_exit()
+    app.run(main)
+
+
+_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
+def _parse_or_exit() -> None:
+    """Parse the flags now so that a bad config key or argument ends with one clear line."""
+    try:
+        flags.FLAGS(sys.argv)
+    except (AttributeError, KeyError) as e:
+        sys.exit(_unknown_key_message(e, sys.argv))
+    except (flags.Error, ValueError) as e:
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        if "Traceback" in str(e):  # config_flags embeds the config file's traceback
+            lines = [lines[0], lines[-1]]
+        sys.exit("error: " + "\n".join(lines) + "\nTry --help.")
