@@ -31,8 +31,10 @@ def _unknown_key_message(error: Exception, argv: list[str]) -> str:
 
 def run(main: Callable[[list[str]], None]) -> None:
     """Run `main` under absl; an override of a config key that does not exist exits with its name."""
-    if not any(a.split("=")[0] in _HELP_FLAGS for a in sys.argv[1:]):
-        _parse_or_exit()
+    if any(a.split("=")[0] in _HELP_FLAGS for a in sys.argv[1:]):
+        flags.FLAGS.mark_as_parsed()
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl's own --help exits 1
+    _parse_or_exit()
     app.run(main)
 
 
