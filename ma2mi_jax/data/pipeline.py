@@ -1,0 +1,415 @@
+"""Grain input pipelines: pre-training pairs (t, t+k), fold-stacked fine-tuning pairs, evaluation.
+
+Batches are dicts of numpy arrays, frames uint8 NHWC RGB:
+  pre-training  {"frame0", "frame1": uint8[B,H,W,3], "label": int32[B], "k": int32[B]}
+                (+ "latent0", "latent1": f32[B,h,w,c] with a latent cache)
+  fine-tuning   {"frame0" (onset), "frame1" (apex): uint8[F,B,H,W,3], "label", "index": int32[F,B]}
+  evaluation    {"frame0", "frame1": uint8[B,H,W,3], "index": int32[B], "mask": bool[B]} (+ "label")
+
+Every random choice of an element comes from a generator seeded by (seed, global element index)
+(Grain's `random_map`), so the stream is the same for any number of worker processes, every epoch
+is reshuffled, and an iterator's `get_state()` (a small JSON-able dict, stored in the checkpoint)
+restores the exact position with `set_state()`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+import tqdm
+from absl import flags
+
+from ma2mi_jax.data import augment as aug
+from ma2mi_jax.data import decode, facecrop
+from ma2mi_jax.data.latent_cache import LatentCache
+from ma2mi_jax.data.records import DataError, MacroClip, MicroSample, ReadReport
+
+log = logging.getLogger(__name__)
+
+# A fine-tuning stream is endless; Grain's MapDataset needs a length, this one is never reached.
+_ENDLESS = 2**62
+# Tries before a non-strict pre-training element gives up finding a readable clip.
+_MAX_TRIES = 16
+
+
+def steps_per_epoch(num_items: int, batch_size: int) -> int:
+    """Full batches per epoch (the remainder is dropped)."""
+    return num_items // batch_size
+
+
+def fold_steps_per_epoch(fold_train_indices: Sequence[np.ndarray], batch_size: int) -> int:
+    """Steps for the largest fold to see all its training samples once: ceil(max size / batch)."""
+    return math.ceil(max(len(ix) for ix in fold_train_indices) / batch_size)
+
+
+def _aug_params(augment: Mapping[str, Any] | Any) -> tuple[int, float, bool]:
+    """(crop_pad, rotation_deg, flip) from a ConfigDict / dict `data.augment`."""
+    get = augment.get if hasattr(augment, "get") else lambda k, d=None: getattr(augment, k, d)
+    return int(get("crop_pad", 0)), float(get("rotation_deg", 0.0)), bool(get("flip", False))
+
+
+def _iterate(ds: grain.MapDataset, workers: int, prefetch: int, threads: int) -> grain.DatasetIterator:
+    """MapDataset of batches -> iterator, prefetched by threads or by worker processes."""
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, threads), prefetch_buffer_size=prefetch))
+    if workers > 0:
+        # Grain 0.2.x reads an absl flag in its workers and fails when no absl app parsed the
+        # command line (google/grain#1355): a plain Python caller gets the flags' defaults.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=max(1, prefetch))
+        )
+    return iter(it_ds)
+
+
+# ----------------------------------------------------------------------------- pre-training
+
+
+def check_clips(
+    clips: Sequence[MacroClip], *, strict: bool = True
+) -> tuple[list[MacroClip], list[tuple[str, str]]]:
+    """Clips usable for (t, t+k) pairs; a bad one raises (strict) or is dropped and listed."""
+    kept: list[MacroClip] = []
+    dropped: list[tuple[str, str]] = []
+    for clip in clips:
+        reason = None
+        if clip.num_frames < 2:
+            reason = f"has {clip.num_frames} frame(s); pre-training pairs need at least 2"
+        elif clip.video_path is None and len(clip.frame_paths or ()) != clip.num_frames:
+            reason = f"num_frames={clip.num_frames} but {len(clip.frame_paths or ())} frame paths"
+        if reason is None:
+            kept.append(clip)
+            continue
+        if strict:
+            raise DataError(
+                f"clip {clip.clip_id} ({clip.video_path or 'frames'}) {reason}; remove it from the data "
+                "set or set data.strict=False to skip it"
+            )
+        log.warning("skipping clip %s: %s", clip.clip_id, reason)
+        dropped.append((clip.clip_id, reason))
+    if not kept:
+        raise DataError("no usable pre-training clip (each needs at least 2 readable frames)")
+    return kept, dropped
+
+
+def sample_k_t(rng: np.random.Generator, num_frames: int, k_min: int, k_max: int) -> tuple[int, int]:
+    """k uniform in [k_min, k_max] clipped to the clip (1 <= k <= n-1), then t uniform with t+k < n."""
+    k_hi = max(1, min(k_max, num_frames - 1))
+    k_lo = max(1, min(k_min, k_hi))
+    k = int(rng.integers(k_lo, k_hi + 1))
+    t = int(rng.integers(0, num_frames - k))
+    return k, t
+
+
+@dataclasses.dataclass(frozen=True)
+class _PretrainElement:
+    """random_map transform: clip index -> one pair (decoded, resized, jointly augmented)."""
+
+    clips: tuple[MacroClip, ...]
+    num_frames: tuple[int, ...]
+    image_size: int
+    k_min: int
+    k_max: int
+    crop_pad: int
+    rotation_deg: float
+    flip: bool
+    strict: bool
+    latent_cache: LatentCache | None
+
+    def __call__(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        idx = int(index)
+        for _ in range(_MAX_TRIES):
+            clip = self.clips[idx]
+            k, t = sample_k_t(rng, self.num_frames[idx], self.k_min, self.k_max)
+            try:
+                f0, f1 = decode.read_clip_frames(clip, [t, t + k], self.image_size)  # [H,W,3] each
+                lat = None if self.latent_cache is None else self.latent_cache.read(clip.clip_id, [t, t + k])
+            except DataError as e:
+                if self.strict:
+                    raise
+                log.warning("skipping a pair of clip %s: %s", clip.clip_id, e)
+                idx = int(rng.integers(len(self.clips)))
+                continue
+            tr = aug.pair_transform(rng, self.image_size, self.crop_pad, self.rotation_deg, self.flip)
+            out = {
+                "frame0": aug.apply(tr, f0),
+                "frame1": aug.apply(tr, f1),
+                "label": np.int32(clip.label),
+                "k": np.int32(k),
+            }
+            if lat is not None:
+                out["latent0"], out["latent1"] = lat[0], lat[1]  # [h,w,c] each
+            return out
+        raise DataError(f"no readable pair after {_MAX_TRIES} tries; too many bad clips (see the warnings)")
+
+
+def pretrain_dataset(
+    clips: Sequence[MacroClip],
+    *,
+    image_size: int,
+    k_min: int,
+    k_max: int,
+    batch_size: int,
+    seed: int,
+    augment: Mapping[str, Any] | Any,
+    face_crop_dir: str | None = None,
+    strict: bool = True,
+    latent_cache: LatentCache | None = None,
+) -> grain.MapDataset:
+    """The endless MapDataset of pre-training batches behind `pretrain_iterator`."""
+    if not 1 <= k_min <= k_max:
+        raise ValueError(f"data.k_min ({k_min}) and data.k_max ({k_max}) need 1 <= k_min <= k_max")
+    crop_pad, rotation_deg, flip = _aug_params(augment)
+    if latent_cache is not None:
+        if crop_pad or rotation_deg:
+            raise ValueError(
+                "data.augment.crop_pad and data.augment.rotation_deg must be 0 with data.latent_cache=True "
+                "(cached latents cannot follow pixel-moving augmentations); set them to 0 or turn the "
+                "cache off"
+            )
+        if flip:
+            log.info("data.latent_cache=True: data.augment.flip is ignored (a flipped latent is not the "
+                     "latent of the flipped frame)")
+            flip = False
+        if latent_cache.image_size != image_size or latent_cache.face_crop != (face_crop_dir is not None):
+            raise ValueError(
+                f"latent cache {latent_cache.cache_dir} was built for image_size={latent_cache.image_size}, "
+                f"face_crop={latent_cache.face_crop}; the config has data.image_size={image_size}, "
+                f"data.face_crop={face_crop_dir is not None}: rebuild it or point data.cache_dir elsewhere"
+            )
+    if face_crop_dir is not None:
+        clips, _ = facecrop.crop_clips(clips, face_crop_dir, image_size, strict=strict)
+    clips, _ = check_clips(clips, strict=strict)
+    if latent_cache is not None:
+        missing = [c.clip_id for c in clips if c.clip_id not in latent_cache]
+        if missing:
+            if strict:
+                raise DataError(
+                    f"{len(missing)} clip(s) missing from the latent cache {latent_cache.cache_dir}, e.g. "
+                    f"{missing[:3]}; rebuild it (already cached clips are skipped)"
+                )
+            log.warning("%d clip(s) not in the latent cache are skipped: %s", len(missing), missing[:10])
+            clips = [c for c in clips if c.clip_id in latent_cache]
+        num_frames = tuple(min(c.num_frames, latent_cache.num_frames(c.clip_id)) for c in clips)
+    else:
+        num_frames = tuple(c.num_frames for c in clips)
+    if len(clips) < batch_size:
+        raise ValueError(f"{len(clips)} clip(s) is fewer than train.batch_size={batch_size}")
+    element = _PretrainElement(
+        clips=tuple(clips),
+        num_frames=num_frames,
+        image_size=image_size,
+        k_min=k_min,
+        k_max=k_max,
+        crop_pad=crop_pad,
+        rotation_deg=rotation_deg,
+        flip=flip,
+        strict=strict,
+        latent_cache=latent_cache,
+    )
+    return (
+        grain.MapDataset.range(len(clips))
+        .seed(seed)
+        .shuffle()
+        .random_map(element)
+        .batch(batch_size, drop_remainder=True)
+        .repeat()
+    )
+
+
+def pretrain_iterator(
+    clips: Sequence[MacroClip],
+    *,
+    image_size: int,
+    k_min: int,
+    k_max: int,
+    batch_size: int,
+    seed: int,
+    augment: Mapping[str, Any] | Any,
+    workers: int = 0,
+    prefetch: int = 2,
+    face_crop_dir: str | None = None,
+    strict: bool = True,
+    latent_cache: LatentCache | None = None,
+    threads: int = 2,
+) -> grain.DatasetIterator:
+    """Endless, seeded, resumable iterator of pre-training batches (reshuffled every epoch)."""
+    ds = pretrain_dataset(
+        clips,
+        image_size=image_size,
+        k_min=k_min,
+        k_max=k_max,
+        batch_size=batch_size,
+        seed=seed,
+        augment=augment,
+        face_crop_dir=face_crop_dir,
+        strict=strict,
+        latent_cache=latent_cache,
+    )
+    return _iterate(ds, workers, prefetch, threads)
+
+
+# ----------------------------------------------------------------------------- micro pairs
+
+
+def load_micro_pairs(
+    samples: Sequence[MicroSample],
+    image_size: int,
+    strict: bool = True,
+    report: ReadReport | None = None,
+    threads: int = 4,
+) -> np.ndarray:
+    """Decode onset and apex of every sample once: uint8[N, 2, image_size, image_size, 3].
+
+    A sample whose frames cannot be read raises a DataError naming the clip and the file; with
+    `strict=False` it is logged, recorded with `report.drop` (when a report is given) and its row
+    is left black: drop such samples with `drop_bad_pairs` before building folds.
+    """
+    pairs = np.zeros((len(samples), 2, image_size, image_size, 3), np.uint8)
+
+    def load(i: int) -> str | None:
+        s = samples[i]
+        try:
+            pairs[i, 0] = decode.read_image(s.onset_path, image_size)
+            pairs[i, 1] = decode.read_image(s.apex_path, image_size)
+        except DataError as e:
+            if strict:
+                raise DataError(f"sample {s.clip_id} (subject {s.subject}): {e}") from e
+            return str(e)
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+        errors = list(
+            tqdm.tqdm(pool.map(load, range(len(samples))), total=len(samples), desc="decode onset/apex",
+                      unit="clip", disable=len(samples) < 2)
+        )
+    for s, err in zip(samples, errors, strict=True):
+        if err is not None:
+            log.warning("skipping sample %s: %s", s.clip_id, err)
+            if report is not None:
+                report.drop(s.clip_id, err)
+    return pairs
+
+
+def drop_bad_pairs(
+    samples: Sequence[MicroSample], pairs: np.ndarray, report: ReadReport
+) -> tuple[list[MicroSample], np.ndarray]:
+    """Remove the samples `load_micro_pairs(strict=False)` dropped into `report`."""
+    bad = {clip for clip, _ in report.dropped}
+    keep = [i for i, s in enumerate(samples) if s.clip_id not in bad]
+    return [samples[i] for i in keep], pairs[keep]
+
+
+@dataclasses.dataclass(frozen=True)
+class _FoldElement:
+    """random_map transform: step index -> a fold-stacked batch [F, B, ...]."""
+
+    pairs: np.ndarray  # uint8[N,2,H,W,3]
+    labels: np.ndarray  # int32[N]
+    folds: tuple[np.ndarray, ...]  # per fold, indices into pairs
+    batch_size: int
+    seed: int
+    crop_pad: int
+    rotation_deg: float
+    flip: bool
+
+    def _fold_indices(self, fold: int, step: int) -> np.ndarray:
+        """Indices of fold `fold`'s batch at `step`: its own per-epoch permutation, wrapping around."""
+        ix = self.folds[fold]
+        n = len(ix)
+        pos = np.arange(step * self.batch_size, (step + 1) * self.batch_size)  # [B]
+        out = np.empty(self.batch_size, np.int64)
+        for epoch in np.unique(pos // n):
+            perm = np.random.default_rng([self.seed, fold, int(epoch)]).permutation(n)
+            sel = pos // n == epoch
+            out[sel] = ix[perm[pos[sel] % n]]
+        return out
+
+    def __call__(self, step: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        size = self.pairs.shape[2]
+        idx = np.stack([self._fold_indices(f, int(step)) for f in range(len(self.folds))])  # [F,B]
+        frame0 = np.empty(idx.shape + self.pairs.shape[2:], np.uint8)  # [F,B,H,W,3]
+        frame1 = np.empty_like(frame0)
+        for f, b in np.ndindex(*idx.shape):
+            tr = aug.pair_transform(rng, size, self.crop_pad, self.rotation_deg, self.flip)
+            frame0[f, b] = aug.apply(tr, self.pairs[idx[f, b], 0])
+            frame1[f, b] = aug.apply(tr, self.pairs[idx[f, b], 1])
+        return {
+            "frame0": frame0,
+            "frame1": frame1,
+            "label": self.labels[idx].astype(np.int32),
+            "index": idx.astype(np.int32),
+        }
+
+
+def fold_train_iterator(
+    samples: Sequence[MicroSample],
+    fold_train_indices: Sequence[np.ndarray],
+    *,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    augment: Mapping[str, Any] | Any,
+    workers: int = 0,
+    prefetch: int = 2,
+    pairs: np.ndarray | None = None,
+    threads: int = 2,
+) -> grain.DatasetIterator:
+    """Endless, seeded, resumable iterator of fold-stacked training batches [F, B, ...].
+
+    Fold f's batch holds only samples from `fold_train_indices[f]`, walking its own per-epoch
+    permutation; all folds advance one batch per step. Onset -> frame0, apex -> frame1, one
+    augmentation per pair. `pairs` (from `load_micro_pairs`) avoids decoding twice.
+    """
+    if pairs is None:
+        pairs = load_micro_pairs(samples, image_size)
+    if pairs.shape[0] != len(samples) or pairs.shape[1:] != (2, image_size, image_size, 3):
+        raise ValueError(
+            f"pairs has shape {pairs.shape}; expected ({len(samples)}, 2, {image_size}, {image_size}, 3) "
+            "(decode them with load_micro_pairs at data.image_size)"
+        )
+    folds = tuple(np.asarray(ix, np.int64) for ix in fold_train_indices)
+    for f, ix in enumerate(folds):
+        if len(ix) == 0:
+            raise ValueError(f"fold {f} has no training samples")
+        if ix.min() < 0 or ix.max() >= len(samples):
+            raise ValueError(f"fold {f}: training indices outside 0..{len(samples) - 1}")
+    crop_pad, rotation_deg, flip = _aug_params(augment)
+    element = _FoldElement(
+        pairs=pairs,
+        labels=np.asarray([s.label for s in samples], np.int32),
+        folds=folds,
+        batch_size=batch_size,
+        seed=seed,
+        crop_pad=crop_pad,
+        rotation_deg=rotation_deg,
+        flip=flip,
+    )
+    ds = grain.MapDataset.range(_ENDLESS).seed(seed).random_map(element)
+    return _iterate(ds, workers, prefetch, threads)
+
+
+def eval_batches(
+    pairs: np.ndarray, indices: np.ndarray, batch_size: int, labels: np.ndarray | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Deterministic, unaugmented batches of `pairs[indices]`; the last one padded, mask False there."""
+    indices = np.asarray(indices, np.int64)
+    for start in range(0, len(indices), batch_size):
+        real = indices[start : start + batch_size]
+        idx = np.concatenate([real, np.full(batch_size - len(real), real[-1], np.int64)])  # [B]
+        batch = {
+            "frame0": pairs[idx, 0],  # [B,H,W,3]
+            "frame1": pairs[idx, 1],
+            "index": idx.astype(np.int32),
+            "mask": np.arange(batch_size) < len(real),
+        }
+        if labels is not None:
+            batch["label"] = np.asarray(labels, np.int32)[idx]
+        yield batch
