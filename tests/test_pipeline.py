@@ -52,9 +52,7 @@ def _assert_same(a, b):
 def test_pretrain_batch_layout_and_k_in_range(tmp_path):
     lengths = [2, 3, 5, 9, 9, 6]
     clips = _ramp_clips(tmp_path, lengths)
-    it = pipeline.pretrain_iterator(
-        clips, image_size=16, k_min=2, k_max=4, batch_size=3, seed=0, augment=AUG
-    )
+    it = pipeline.pretrain_iterator(clips, image_size=16, k_min=2, k_max=4, batch_size=3, seed=0, augment=AUG)
     ks = []
     for batch in _take(it, 12):
         assert batch["frame0"].shape == (3, 16, 16, 3) and batch["frame0"].dtype == np.uint8
@@ -142,8 +140,18 @@ def _micro(root, n=10, subjects=5) -> list[MicroSample]:
         cv2.imwrite(str(onset), np.full((12, 12, 3), i, np.uint8))
         cv2.imwrite(str(apex), np.full((12, 12, 3), 100 + i, np.uint8))
         samples.append(
-            MicroSample("synthetic", f"s{i}", f"sub{i % subjects}", (1, 3), (str(onset), str(apex)),
-                        1, 3, 3, "happiness", i % 3)
+            MicroSample(
+                "synthetic",
+                f"s{i}",
+                f"sub{i % subjects}",
+                (1, 3),
+                (str(onset), str(apex)),
+                1,
+                3,
+                3,
+                "happiness",
+                i % 3,
+            )
         )
     return samples
 
@@ -204,7 +212,12 @@ def test_fold_pairs_share_one_augmentation(tmp_path):
     tex = np.random.default_rng(0).integers(0, 256, (4, 1, 8, 8, 3), dtype=np.uint8)
     pairs = np.concatenate([tex, tex], axis=1)  # onset == apex
     it = pipeline.fold_train_iterator(
-        samples, [np.array([0, 1]), np.array([2, 3])], image_size=8, batch_size=2, seed=0, augment=AUG,
+        samples,
+        [np.array([0, 1]), np.array([2, 3])],
+        image_size=8,
+        batch_size=2,
+        seed=0,
+        augment=AUG,
         pairs=pairs,
     )
     moved = 0
