@@ -1,0 +1,95 @@
+"""SAMM reader: `SAMM_Micro_FACS_Codes*.xlsx` + `SAMM/006/006_1_2/006_05562.jpg`.
+
+Layout accepted (../shared/datasets.md):
+- sheet: `data.sheet`, or the one `SAMM_Micro_FACS_Codes*.xlsx|.csv` in the root. The header row
+  (first cell `Subject`) is found by content: row 14 in v2 (13 description rows above), row 1 in
+  other releases. Columns by name: Subject, Filename, Onset Frame, Apex Frame, Offset Frame,
+  Estimated Emotion; "or" inside Action Units cells is never parsed.
+- frames: `<root>/SAMM/<subject>/<Filename>/` (or `<root>/<subject>/...`), subject zero-padded to
+  3 digits; frame-number padding in file names varies by clip (`006_05562.jpg`, `009_3577.jpg`),
+  so frames are matched by parsed number.
+- subject: 6 or "006" -> "006"; clip id "006/006_1_2".
+- emotions: Anger, Contempt, Happiness, Surprise, Other (also "Others"), Disgust, Fear, Sadness,
+  any case; the config maps "other" onto the class "others" with data.label_map.
+
+Defect rules (ma2mi_jax/data/micro.py applies them and the ReadReport lists each case):
+- apex outside onset..offset (`028_4_1`, `032_3_1`): the apex is kept as annotated and the range
+  widened to contain it (offset moved to the apex, or onset to the clip's first frame); repaired.
+- annotated past the frames on disk: offset clamped to the last frame; a missing onset or apex
+  frame drops the clip.
+- classes outside `class_names` (disgust, fear, sadness): dropped, "not in the 5-class protocol".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from ma2mi_jax.data import frames as frames_lib
+from ma2mi_jax.data import micro, sheets
+from ma2mi_jax.data.records import MicroSample, ReadReport
+
+NAME = "samm"
+EMOTIONS = ("anger", "contempt", "happiness", "surprise", "other", "others", "disgust", "fear", "sadness")
+SHEET_PATTERNS = ("SAMM_Micro_FACS_Codes*.xlsx", "SAMM_Micro_FACS_Codes*.xls", "SAMM_Micro_FACS_Codes*.csv")
+COLUMNS = ("Subject", "Filename", "Onset Frame", "Apex Frame", "Offset Frame", "Estimated Emotion")
+
+
+def subject_id(value: object) -> str:
+    """Canonical subject: 6, "6", "006" -> "006"; ValueError otherwise."""
+    number = sheets.cell_int(value)
+    if number is None:
+        raise ValueError(f"subject {value!r} is blank")
+    return f"{number:03d}"
+
+
+def frames_root(root: str) -> str:
+    """The folder holding the `006/` subject folders: `<root>/SAMM` (nested or not), else the root."""
+    inner = frames_lib.descend_nested(os.path.join(root, "SAMM"))
+    return inner if os.path.isdir(inner) else root
+
+
+def read(
+    root: str,
+    *,
+    sheet: str = "",
+    class_names: Sequence[str],
+    label_map: Mapping[str, str] = {},
+    strict: bool = True,
+) -> tuple[list[MicroSample], ReadReport]:
+    """Read SAMM under `root` into validated samples and a report of drops and repairs."""
+    frames_lib.require_dir(root, "samm root")
+    table = sheets.read_table(sheets.find_sheet(root, sheet, SHEET_PATTERNS, NAME), COLUMNS)
+    base = frames_root(root)
+    report = ReadReport(NAME)
+    annotations = []
+    for row in table.rows:
+        try:
+            subject = subject_id(row["Subject"])
+        except ValueError as err:
+            micro.bad_row(report, strict, f"row {row.number}", table.where(row), str(err))
+            continue
+        filename = row.text("Filename")
+        if not filename:
+            micro.bad_row(report, strict, f"{subject}/?", table.where(row), "Filename is blank")
+            continue
+        folder = os.path.join(base, subject, filename)
+        annotations.append(
+            micro.Annotation(
+                where=table.where(row),
+                clip_id=f"{subject}/{filename}",
+                subject=subject,
+                folder=folder,
+                expected_folder=folder,
+                onset=row["Onset Frame"],
+                apex=row["Apex Frame"],
+                offset=row["Offset Frame"],
+                emotion=row.text("Estimated Emotion"),
+            )
+        )
+    samples = micro.make_samples(
+        NAME, annotations, known=EMOTIONS, class_names=class_names, label_map=label_map,
+        strict=strict, report=report,
+    )  # fmt: skip
+    micro.require_some(samples, report, root)
+    return samples, report
