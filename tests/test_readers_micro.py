@@ -77,7 +77,7 @@ def test_casme2_layout_labels_and_defect_rules(tmp_path):
     assert "onset frame 10 not on disk" in dropped["sub06/EP09_01"]
     repaired = dict(report.repaired)
     assert set(repaired) == {"sub04/EP12_01f", "sub16/EP01_08", "sub05/EP07_01", "sub05/EP08_01"}
-    assert "middle frame 33" in repaired["sub04/EP12_01f"]
+    assert repaired["sub04/EP12_01f"] == "apex cell '/' is not a frame number: set to the middle frame 33"
     assert "beyond the last frame on disk 96" in repaired["sub16/EP01_08"]
     summary = report.summary()
     assert "kept 8 samples, dropped 3, repaired 4" in summary
@@ -306,3 +306,18 @@ def test_everything_dropped_is_an_error(tmp_path):
     root = fx.build_mmew(str(tmp_path), [C("S02", "S02_oth_1", 1, 2, 3, "others")])
     with pytest.raises(DataError, match=r"(?s)mmew: no usable samples.*kept 0 samples.*dropped  S02_oth_1"):
         mmew.read(root, class_names=MMEW)
+
+
+def test_blank_apex_takes_the_present_frame_nearest_the_middle(tmp_path):
+    clips = [C("S01", "S01_a", 10, None, 20, "happiness", disk=(10, 20)), C("S02", "S02_b", 1, 2, 3, "anger")]
+    root = fx.build_mmew(str(tmp_path), clips)
+    for n in (14, 15, 16):  # frames around the middle (15) are missing on disk
+        os.remove(os.path.join(root, "Micro_Expression", "happiness", "S01_a", f"{n}.jpg"))
+    samples, report = mmew.read(root, class_names=MMEW)
+    assert samples[0].apex == 13  # 13 and 17 are equally near: the earlier one
+    ((clip, reason),) = report.repaired
+    assert clip == "S01_a"
+    assert reason == (
+        "apex cell 'blank' is not a frame number: "
+        "set to the middle frame 13 (nearest frame on disk to the middle 15)"
+    )

@@ -13,7 +13,8 @@ Defect rules (ma2mi_jax/data/micro.py applies them and the ReadReport lists each
 - ApexFrame `/` or blank (`sub04/EP12_01f`): apex set to the middle frame of onset..offset; repaired.
 - annotated past the frames on disk (`sub16/EP01_08`, annotated to 110, folder ends at 96):
   offset clamped to the last frame present; repaired. A missing onset or apex frame drops the clip.
-- apex outside onset..offset: the range is widened to contain the apex; repaired.
+- apex outside onset..offset: the apex is kept and the range widened to contain it (offset moved to
+  the apex, or onset to the clip's first frame on disk); repaired.
 - fear and sadness (and anything else outside `class_names`): dropped, "not in the 5-class protocol".
 """
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ma2mi_jax.data import frames as frames_lib
 from ma2mi_jax.data.records import DataError, MicroSample, ReadReport
-from ma2mi_jax.data.sheets import cell_int
+from ma2mi_jax.data.sheets import cell_int, cell_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +110,13 @@ def _validate(ann: Annotation, emotion: str, label: int, dataset: str) -> tuple[
         repairs.append(f"offset {offset} beyond the last frame on disk {numbers[-1]}: offset clamped")
         offset = numbers[-1]
     if apex is None:
-        apex = _nearest(numbers, (onset + offset) // 2, onset, offset)
+        middle = (onset + offset) // 2
+        apex = _nearest(numbers, middle, onset, offset)
+        cell = cell_text(ann.apex) or "blank"
         if apex is None:
-            raise _DropRowError(f"apex cell {ann.apex!r} is blank and no frame of {onset}..{offset} on disk")
-        repairs.append(f"apex {ann.apex!r} is not a frame number: set to the middle frame {apex}")
+            raise _DropRowError(f"apex cell {cell!r} and no frame of {onset}..{offset} on disk")
+        near = "" if apex == middle else f" (nearest frame on disk to the middle {middle})"
+        repairs.append(f"apex cell {cell!r} is not a frame number: set to the middle frame {apex}{near}")
     if apex > offset:
         repairs.append(f"apex {apex} after offset {offset}: offset widened to {apex}")
         offset = apex
