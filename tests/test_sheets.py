@@ -102,6 +102,8 @@ def test_find_sheet(tmp_path):
         sheets.find_sheet(root, "", ("CASME2-coding*.xlsx",), "casme2")
     a = fx.write_xlsx(os.path.join(root, "CASME2-coding-20140508.xlsx"), [("x",)])
     assert sheets.find_sheet(root, "", ("CASME2-coding*.xlsx",), "casme2") == a
+    fx.write_garbage(os.path.join(root, "CASME2-coding-20140508.xls"))  # re-saved copy beside it wins
+    assert sheets.find_sheet(root, "", ("CASME2-coding*.xlsx", "CASME2-coding*.xls"), "casme2") == a
     fx.write_xlsx(os.path.join(root, "CASME2-coding-20190701.xlsx"), [("x",)])
     with pytest.raises(DataError, match=r"20140508\.xlsx, CASME2-coding-20190701\.xlsx.*data\.sheet"):
         sheets.find_sheet(root, "", ("CASME2-coding*.xlsx",), "casme2")

@@ -178,7 +178,10 @@ def read_table(path: str, required: Sequence[str]) -> Table:
 
 
 def find_sheet(root: str, sheet: str, patterns: Sequence[str], dataset: str) -> str:
-    """Resolve `sheet` against `root`, or find exactly one file matching `patterns` in `root`."""
+    """Resolve `sheet` against `root`, or find exactly one file matching `patterns` in `root`.
+
+    An old `.xls` with a re-saved `.xlsx`/`.csv` of the same name beside it is ignored.
+    """
     import glob
 
     if sheet:
@@ -187,6 +190,8 @@ def find_sheet(root: str, sheet: str, patterns: Sequence[str], dataset: str) -> 
             raise DataError(f"{dataset}: annotation sheet {path} not found (config key data.sheet).")
         return path
     found = sorted({p for pat in patterns for p in glob.glob(os.path.join(glob.escape(root), pat))})
+    stems = {os.path.splitext(p)[0] for p in found if not p.lower().endswith(".xls")}
+    found = [p for p in found if not (p.lower().endswith(".xls") and os.path.splitext(p)[0] in stems)]
     if not found:
         raise DataError(
             f"{dataset}: no annotation sheet in {root} (looked for {', '.join(patterns)}). "
