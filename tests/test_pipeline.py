@@ -125,12 +125,32 @@ def test_bad_clips_strict_and_lenient(tmp_path):
     kw = dict(image_size=8, k_min=1, k_max=3, batch_size=3, seed=0, augment=AUG)
     with pytest.raises(DataError, match=r"r1_2\.png"):
         _take(pipeline.pretrain_iterator(clips, **kw), 8)
-    batches = _take(pipeline.pretrain_iterator([*clips, short], strict=False, **kw), 8)
+    report = ReadReport("frames")
+    batches = _take(pipeline.pretrain_iterator([*clips, short], strict=False, report=report, **kw), 8)
+    assert [c for c, _ in report.dropped] == ["one-frame"]
     for batch in batches:  # every pair that came out is a real, readable pair
         diff = batch["frame1"].astype(int) - batch["frame0"]
         assert (diff == STEP * batch["k"][:, None, None, None]).all()
         for b in np.flatnonzero(batch["label"] == 1):  # never the corrupt frame 2 of clip 1
             assert STEP * 2 + 1 not in (batch["frame0"][b, 0, 0, 0], batch["frame1"][b, 0, 0, 0])
+
+
+def test_video_clips_with_face_crop(tmp_path):
+    clips = []
+    for c in range(2):
+        path = str(tmp_path / f"v{c}.avi")
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (40, 30))
+        for j in range(6):
+            writer.write(np.full((30, 40, 3), 30 * j + 5 * c, np.uint8))
+        writer.release()
+        clips.append(MacroClip("videos", f"v{c}", None, path, 6, label=c))
+    kw = dict(image_size=8, k_min=1, k_max=3, batch_size=2, seed=0, augment=AUG)
+    for crop_dir in (None, str(tmp_path / "faces")):
+        for batch in _take(pipeline.pretrain_iterator(clips, face_crop_dir=crop_dir, **kw), 3):
+            v0 = batch["frame0"][:, 0, 0, 0].astype(int) - 5 * batch["label"]
+            v1 = batch["frame1"][:, 0, 0, 0].astype(int) - 5 * batch["label"]
+            np.testing.assert_allclose(v1 - v0, 30 * batch["k"], atol=4)  # JPEG-coded frames k apart
+    assert len(list((tmp_path / "faces" / "8").iterdir())) == 2  # one cached folder per clip
 
 
 def _micro(root, n=10, subjects=5) -> list[MicroSample]:

@@ -162,6 +162,7 @@ def pretrain_dataset(
     face_crop_dir: str | None = None,
     strict: bool = True,
     latent_cache: LatentCache | None = None,
+    report: ReadReport | None = None,
 ) -> grain.MapDataset:
     """The endless MapDataset of pre-training batches behind `pretrain_iterator`."""
     if not 1 <= k_min <= k_max:
@@ -175,8 +176,10 @@ def pretrain_dataset(
                 "cache off"
             )
         if flip:
-            log.info("data.latent_cache=True: data.augment.flip is ignored (a flipped latent is not the "
-                     "latent of the flipped frame)")
+            log.info(
+                "data.latent_cache=True: data.augment.flip is ignored (a flipped latent is not the "
+                "latent of the flipped frame)"
+            )
             flip = False
         if latent_cache.image_size != image_size or latent_cache.face_crop != (face_crop_dir is not None):
             raise ValueError(
@@ -184,9 +187,11 @@ def pretrain_dataset(
                 f"face_crop={latent_cache.face_crop}; the config has data.image_size={image_size}, "
                 f"data.face_crop={face_crop_dir is not None}: rebuild it or point data.cache_dir elsewhere"
             )
+    dropped: list[tuple[str, str]] = []
     if face_crop_dir is not None:
-        clips, _ = facecrop.crop_clips(clips, face_crop_dir, image_size, strict=strict)
-    clips, _ = check_clips(clips, strict=strict)
+        clips, dropped = facecrop.crop_clips(clips, face_crop_dir, image_size, strict=strict)
+    clips, more = check_clips(clips, strict=strict)
+    dropped += more
     if latent_cache is not None:
         missing = [c.clip_id for c in clips if c.clip_id not in latent_cache]
         if missing:
@@ -196,10 +201,14 @@ def pretrain_dataset(
                     f"{missing[:3]}; rebuild it (already cached clips are skipped)"
                 )
             log.warning("%d clip(s) not in the latent cache are skipped: %s", len(missing), missing[:10])
+            dropped += [(m, "not in the latent cache") for m in missing]
             clips = [c for c in clips if c.clip_id in latent_cache]
         num_frames = tuple(min(c.num_frames, latent_cache.num_frames(c.clip_id)) for c in clips)
     else:
         num_frames = tuple(c.num_frames for c in clips)
+    if report is not None:
+        for clip_id, reason in dropped:
+            report.drop(clip_id, reason)
     if len(clips) < batch_size:
         raise ValueError(f"{len(clips)} clip(s) is fewer than train.batch_size={batch_size}")
     element = _PretrainElement(
@@ -239,8 +248,13 @@ def pretrain_iterator(
     strict: bool = True,
     latent_cache: LatentCache | None = None,
     threads: int = 2,
+    report: ReadReport | None = None,
 ) -> grain.DatasetIterator:
-    """Endless, seeded, resumable iterator of pre-training batches (reshuffled every epoch)."""
+    """Endless, seeded, resumable iterator of pre-training batches (reshuffled every epoch).
+
+    `latent_cache` (a `LatentCache` or `tfds_builders.SourceLatents`) adds "latent0"/"latent1";
+    clips dropped with `strict=False` are logged and, when `report` is given, listed in it.
+    """
     ds = pretrain_dataset(
         clips,
         image_size=image_size,
@@ -252,6 +266,7 @@ def pretrain_iterator(
         face_crop_dir=face_crop_dir,
         strict=strict,
         latent_cache=latent_cache,
+        report=report,
     )
     return _iterate(ds, workers, prefetch, threads)
 
@@ -287,8 +302,13 @@ def load_micro_pairs(
 
     with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
         errors = list(
-            tqdm.tqdm(pool.map(load, range(len(samples))), total=len(samples), desc="decode onset/apex",
-                      unit="clip", disable=len(samples) < 2)
+            tqdm.tqdm(
+                pool.map(load, range(len(samples))),
+                total=len(samples),
+                desc="decode onset/apex",
+                unit="clip",
+                disable=len(samples) < 2,
+            )
         )
     for s, err in zip(samples, errors, strict=True):
         if err is not None:
