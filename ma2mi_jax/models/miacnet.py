@@ -1,0 +1,135 @@
+"""MIACNet: position encoder on x_t, action encoder on x_{t+k} - x_t, fusion, pooled condition c.
+
+method.md, "MIACNet": A = F_a(norm(x_{t+k}) - norm(x_t)), P = F_p(norm(x_t)),
+c = GAP(fuse(A, P)) with fuse in {add (default), mul, concat (+1x1 conv), none (drops F_p)}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ma2mi_jax.models.resnet import ResNet18Trunk
+
+FUSIONS = ("add", "mul", "concat", "none")
+# ImageNet statistics on the [0, 255] scale (torchvision's mean/std times 255).
+IMAGENET_MEAN = (0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0)
+IMAGENET_STD = (0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0)
+
+
+def as_dtype(dtype: Any) -> Any:
+    """Accept "float32" / "bfloat16" strings from configs as well as jnp dtypes."""
+    return jnp.dtype(dtype) if isinstance(dtype, str) else dtype
+
+
+def normalize_imagenet(frames: jnp.ndarray) -> jnp.ndarray:
+    """uint8 or float frames in [0,255], [...,H,W,3] -> float32 normalised with ImageNet mean/std."""
+    x = frames.astype(jnp.float32)
+    return (x - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
+
+
+def check_fusion(fusion: str) -> str:
+    """Return `fusion` if it is known, else raise naming the config key."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r} (config key model.fusion); valid: {list(FUSIONS)}")
+    return fusion
+
+
+class MIACNet(nn.Module):
+    """Two ResNet18 trunks and a fusion; returns {"c": [B,C], "position": P, "action": A}.
+
+    C = 8 * width. With `stop_position_grad`, P enters the fusion under stop_gradient so a loss on c
+    (L_rec) never reaches `position_encoder`; P itself (returned) still carries gradients for L_pos.
+    fusion "none" has no position encoder and returns "position": None.
+    """
+
+    width: int = 64
+    fusion: str = "add"
+    stop_position_grad: bool = True
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        check_fusion(self.fusion)
+        self.action_encoder = ResNet18Trunk(self.width, self.dtype)
+        if self.fusion != "none":
+            self.position_encoder = ResNet18Trunk(self.width, self.dtype)
+        if self.fusion == "concat":
+            self.fuse_conv = nn.Conv(8 * self.width, (1, 1), dtype=self.dtype, param_dtype=jnp.float32)
+
+    @property
+    def features(self) -> int:
+        """Channels of P, A and c."""
+        return 8 * self.width
+
+    def position_map(self, frame: jnp.ndarray, train: bool) -> jnp.ndarray:
+        """Frames [B,H,W,3] uint8/float in [0,255] -> P [B,h,w,C] from the position encoder alone."""
+        if self.fusion == "none":
+            raise ValueError("model.fusion='none' has no position encoder; disable position_loss.enabled")
+        return self.position_encoder(normalize_imagenet(frame), train)
+
+    def __call__(self, frame0: jnp.ndarray, frame1: jnp.ndarray, train: bool) -> dict[str, Any]:
+        """frame0 = x_t, frame1 = x_{t+k}: [B,H,W,3] in [0,255] -> {"c", "position", "action"}."""
+        x0 = normalize_imagenet(frame0)
+        x1 = normalize_imagenet(frame1)
+        A = self.action_encoder(x1 - x0, train)  # [B,h,w,C]
+        if self.fusion == "none":
+            return {"c": jnp.mean(A, axis=(1, 2)), "position": None, "action": A}
+        P = self.position_encoder(x0, train)  # [B,h,w,C]
+        Pf = jax.lax.stop_gradient(P) if self.stop_position_grad else P
+        if self.fusion == "add":
+            F = A + Pf
+        elif self.fusion == "mul":
+            F = A * Pf
+        else:  # concat
+            F = self.fuse_conv(jnp.concatenate([A, Pf], axis=-1))  # [B,h,w,C]
+        return {"c": jnp.mean(F, axis=(1, 2)), "position": P, "action": A}  # c: [B,C]
+
+
+class MIACClassifier(nn.Module):
+    """MIACNet (all branches trainable) + a zero-initialised dense head -> float32 logits."""
+
+    num_classes: int
+    width: int = 64
+    fusion: str = "add"
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.miacnet = MIACNet(self.width, self.fusion, stop_position_grad=False, dtype=self.dtype)
+        self.head = nn.Dense(
+            self.num_classes,
+            kernel_init=nn.initializers.zeros,
+            bias_init=nn.initializers.zeros,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+        )
+
+    def __call__(
+        self, onset: jnp.ndarray, apex: jnp.ndarray, train: bool, return_features: bool = False
+    ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+        """onset, apex [B,H,W,3] -> logits f32[B,num_classes] (and c [B,C] if return_features)."""
+        c = self.miacnet(onset, apex, train)["c"]
+        logits = self.head(c).astype(jnp.float32)
+        return (logits, c) if return_features else logits
+
+
+def miacnet_from_config(model_cfg: Any, dtype: Any = jnp.float32) -> MIACNet:
+    """MIACNet from config.model (resnet_width, fusion, stop_position_grad)."""
+    return MIACNet(
+        width=int(model_cfg.resnet_width),
+        fusion=check_fusion(str(model_cfg.fusion)),
+        stop_position_grad=bool(model_cfg.stop_position_grad),
+        dtype=as_dtype(dtype),
+    )
+
+
+def classifier_from_config(model_cfg: Any, num_classes: int, dtype: Any = jnp.float32) -> MIACClassifier:
+    """MIACClassifier from config.model (resnet_width, fusion)."""
+    return MIACClassifier(
+        num_classes=int(num_classes),
+        width=int(model_cfg.resnet_width),
+        fusion=check_fusion(str(model_cfg.fusion)),
+        dtype=as_dtype(dtype),
+    )
