@@ -1,0 +1,85 @@
+"""Device mesh over a "data" axis: batch sharding, replicated state, multi-host start-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+log = logging.getLogger(__name__)
+
+DATA_AXIS = "data"
+# Environment variables that mean "this is one process of a multi-host run".
+COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR")
+
+
+def maybe_initialize_distributed() -> bool:
+    """Call `jax.distributed.initialize()` once when a coordinator is configured; True if it did.
+
+    Reads JAX_COORDINATOR_ADDRESS (or JAX_COORDINATOR), JAX_NUM_PROCESSES and JAX_PROCESS_ID; on
+    clusters that JAX detects itself (SLURM, Cloud TPU) set JAX_COORDINATOR_ADDRESS=auto.
+    Must run before anything touches the devices.
+    """
+    address = next((os.environ[k] for k in COORDINATOR_ENV if os.environ.get(k)), None)
+    if address is None or _distributed_is_initialized():
+        return False
+    kwargs: dict[str, Any] = {}
+    if address != "auto":
+        kwargs["coordinator_address"] = address
+        if "JAX_NUM_PROCESSES" in os.environ:
+            kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+        if "JAX_PROCESS_ID" in os.environ:
+            kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(**kwargs)
+    log.info("multi-host: process %d of %d", jax.process_index(), jax.process_count())
+    return True
+
+
+def _distributed_is_initialized() -> bool:
+    """True when jax.distributed has already been set up in this process."""
+    try:
+        from jax._src import distributed
+
+        return distributed.global_state.client is not None
+    except (ImportError, AttributeError):
+        return False
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh over all (global) devices named "data"."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device (parameters, optimiser state)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the leading (batch) axis over "data"."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def local_batch_size(global_batch: int) -> int:
+    """Examples this process loads per step (the global batch split over processes)."""
+    if global_batch % jax.process_count():
+        raise ValueError(
+            f"train.batch_size={global_batch} is not divisible by the {jax.process_count()} processes"
+        )
+    return global_batch // jax.process_count()
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Host-local numpy batch -> global jax.Arrays sharded over "data" (works on one or many hosts)."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Place a pytree of arrays on every device of the mesh."""
+    return jax.device_put(tree, replicated(mesh))
