@@ -257,3 +257,30 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
         image_size=int(meta["image_size"]),
         meta=meta,
     )
+
+
+def export_from_workdir(
+    workdir: str | os.PathLike, out: str | os.PathLike, fold: str | None = None, overwrite: bool = False
+) -> list[Path]:
+    """Export one fold (`fold`, "all" for the model trained on every subject) or every fold to out/<fold>."""
+    from ma2mi_jax.train import finetune
+
+    if fold is not None:
+        targets = [(fold, Path(out))]
+    else:
+        targets = [(name, Path(out) / name) for name in finetune.trained_fold_names(workdir)]
+    written = []
+    for name, path in targets:
+        variables, config, spec = finetune.load_fold_variables(workdir, name)
+        written.append(
+            export_classifier(
+                path,
+                variables,
+                config,
+                fold=name,
+                test_subjects=spec.test_subjects,
+                source=str(Path(workdir).absolute()),
+                overwrite=overwrite,
+            )
+        )
+    return written

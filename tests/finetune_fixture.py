@@ -16,7 +16,9 @@ HEADER = (
 )  # fmt: skip
 
 
-def write_casme2(root: str, subjects: int = 4, clips_per_subject: int = 5, size: int = 32, seed: int = 0) -> str:
+def write_casme2(
+    root: str, subjects: int = 4, clips_per_subject: int = 5, size: int = 32, seed: int = 0
+) -> str:
     """CASME II layout: CASME2-coding-tiny.xlsx + Cropped/subNN/EPxx/reg_img<n>.jpg (onset, apex, offset).
 
     Every subject has one clip of each class (in rotating order); frames are seeded noise plus a
@@ -53,7 +55,9 @@ def tiny_config(root: str, workdir: str, **overrides):
     import importlib.util
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("synthetic_loso", os.path.join(here, "configs", "synthetic_loso.py"))
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_loso", os.path.join(here, "configs", "synthetic_loso.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config("tiny")
@@ -67,3 +71,29 @@ def tiny_config(root: str, workdir: str, **overrides):
             node = node[p]
         node[leaf] = value
     return config
+
+
+def run_and_kill(data_root: str, workdir: str, overrides: dict, kill_at_batch: int) -> None:
+    """Run cross-validation in this process and SIGKILL it when the `kill_at_batch`-th batch is drawn."""
+    import signal
+
+    from ma2mi_jax.train import finetune
+
+    draw = finetune.GroupBatches.__next__
+    count = {"n": 0}
+
+    def killing_next(self):
+        count["n"] += 1
+        if count["n"] == kill_at_batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return draw(self)
+
+    finetune.GroupBatches.__next__ = killing_next
+    finetune.run_cross_validation(tiny_config(data_root, workdir, **overrides), workdir)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    run_and_kill(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))

@@ -769,6 +769,21 @@ def _writer(workdir: Path):
     return SummaryWriter(str(workdir / "tb"))
 
 
+def trained_fold_names(workdir: str | Path) -> list[str]:
+    """Names of the folds of a workdir whose training has finished."""
+    workdir = Path(workdir)
+    plan_path = workdir / PLAN_JSON
+    if not plan_path.exists():
+        raise FileNotFoundError(f"{workdir} is not a cross-validation workdir (no {PLAN_JSON})")
+    plan = json.loads(plan_path.read_text())
+    return [
+        f["name"]
+        for g in plan["groups"]
+        if (workdir / "folds" / f"{g['name']}.json").exists()
+        for f in g["folds"]
+    ]
+
+
 def load_fold_variables(workdir: str | Path, fold: str) -> tuple[dict, ml_collections.ConfigDict, FoldSpec]:
     """One fold's classifier {"params","batch_stats"} at its last epoch, the run's config, the fold.
 

@@ -1,0 +1,289 @@
+"""Cross-validated fine-tuning at the tiny size: vmapped = sequential, no test-subject leak, kill/resume,
+frozen encoders, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from finetune_fixture import tiny_config, write_casme2
+
+from ma2mi_jax.data.records import DataError
+from ma2mi_jax.train import finetune
+from ma2mi_jax.train import folds as folds_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every run of this file: 3 epochs, evaluation and a checkpoint after each.
+RUN = {"train.epochs": 3, "train.log_every": 1, "train.checkpoint_every": 1}
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """A persistent XLA cache shared by the runs and the subprocess (same programs, compiled once)."""
+    path = str(tmp_path_factory.mktemp("xla_cache"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_casme2(str(tmp_path_factory.mktemp("casme2")))
+
+
+def _run(data_root, workdir, **overrides):
+    config = tiny_config(data_root, str(workdir), **{**RUN, **overrides})
+    return finetune.run_cross_validation(config, str(workdir))
+
+
+@pytest.fixture(scope="module")
+def vmapped(tmp_path_factory, data_root, compile_cache):
+    """All 4 folds in one vmapped group, unbroken."""
+    workdir = tmp_path_factory.mktemp("vmapped")
+    return workdir, _run(data_root, workdir)
+
+
+def _probabilities(workdir):
+    out = {}
+    for name in sorted(os.listdir(workdir / "folds")):
+        out.update(json.loads((workdir / "folds" / name).read_text())["probabilities"])
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def test_outputs_and_last_epoch_reporting(vmapped):
+    workdir, _ = vmapped
+    on_disk = json.loads((workdir / "results.json").read_text())
+    keys = ("accuracy", "uf1", "uar", "per_fold", "confusion_matrix", "class_names", "protocol", "config")
+    assert set(keys) <= set(on_disk)
+    assert on_disk["n"] == 20 and len(on_disk["per_fold"]) == 4
+    assert [f["fold"] for f in on_disk["per_fold"]] == ["sub01", "sub02", "sub03", "sub04"]
+    assert np.asarray(on_disk["confusion_matrix"]).sum() == 20
+    # The reported figures are the last epoch's predictions, recomputed here from predictions.csv.
+    rows = (workdir / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 21
+    correct = [int(r.split(",")[7]) for r in rows[1:]]
+    assert on_disk["accuracy"] == pytest.approx(np.mean(correct))
+    hist = json.loads((workdir / "folds" / "group_000.json").read_text())
+    assert hist["epochs"] == [1, 2, 3]
+    last = np.concatenate([hist["predictions"][f][-1] for f in ["sub01", "sub02", "sub03", "sub04"]])
+    pred = [int(r.split(",")[5]) for r in rows[1:]]
+    np.testing.assert_array_equal(last, pred)
+    best = on_disk["best_epoch_per_fold_test_selected"]
+    assert "selected on the test subject" in best["label"] and "optimistic" in best["label"]
+    assert best["accuracy"] >= on_disk["accuracy"]
+    assert (workdir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vmapped_and_sequential_agree(vmapped, data_root, tmp_path):
+    """Sequential mode, in groups of 2 folds, gives the vmapped all-folds run's numbers."""
+    workdir, results = vmapped
+    seq = _run(data_root, tmp_path, **{"finetune.sequential": True, "finetune.folds_per_step": 2})
+    assert sorted(os.listdir(tmp_path / "folds")) == ["group_000.json", "group_001.json"]
+    a, b = _probabilities(workdir), _probabilities(tmp_path)
+    assert a.keys() == b.keys() == {"sub01", "sub02", "sub03", "sub04"}
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=2e-4, rtol=0)
+    # The models changed from their zero-head start (uniform probabilities), so agreement means something.
+    assert np.abs(np.concatenate(list(a.values())) - 0.2).max() > 1e-3
+    assert seq["accuracy"] == pytest.approx(results["accuracy"])
+
+
+def test_held_out_subject_never_in_training_batches(data_root):
+    config = tiny_config(data_root, "unused", **RUN)
+    samples, pairs = finetune.read_data(config)
+    specs = finetune.fold_specs_from_protocol(config, samples)
+    groups = finetune.make_groups(specs, 0, config.train.batch_size, None)
+    subjects = np.asarray([s.subject for s in samples])
+    batches = finetune.GroupBatches(samples, pairs, groups[0].folds, config)
+    seen = [set() for _ in specs]
+    for _ in range(config.train.epochs * groups[0].steps_per_epoch):
+        batch = next(batches)
+        assert batch["frame0"].shape == (4, config.train.batch_size, 32, 32, 3)
+        for f, spec in enumerate(specs):
+            batch_subjects = set(subjects[batch["index"][f]])
+            assert not batch_subjects & set(spec.test_subjects), spec.name
+            seen[f] |= set(batch["index"][f].tolist())
+            np.testing.assert_array_equal(batch["label"][f], [samples[i].label for i in batch["index"][f]])
+    for f, spec in enumerate(specs):  # every training sample of the fold is drawn within the epochs
+        assert seen[f] == set(spec.train_indices.tolist())
+
+
+def test_killed_run_resumes_to_the_same_results(vmapped, data_root, tmp_path, compile_cache):
+    """SIGKILL in the middle of epoch 2 (after the epoch-1 checkpoint); the resumed run ends identical."""
+    reference_dir, reference = vmapped
+    workdir = tmp_path / "killed"
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": compile_cache,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    steps_per_epoch = 4  # 15 training samples per fold, batch 4
+    cmd = [
+        sys.executable, os.path.join(REPO, "tests", "finetune_fixture.py"), data_root, str(workdir),
+        json.dumps(RUN), str(steps_per_epoch + 2),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert (workdir / "checkpoints" / "group_000" / "1").is_dir()
+    assert not (workdir / "checkpoints" / "group_000" / "2").exists()
+    assert not (workdir / "results.json").exists()
+    resumed = _run(data_root, workdir)
+    np.testing.assert_equal(_probabilities(workdir), _probabilities(reference_dir))
+    strip = ("config", "files")
+    assert {k: v for k, v in resumed.items() if k not in strip} == {
+        k: v for k, v in reference.items() if k not in strip
+    }
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert (
+        on_disk["accuracy"] == reference["accuracy"]
+        and on_disk["per_fold"] == json.loads((reference_dir / "results.json").read_text())["per_fold"]
+    )
+
+
+def test_resume_with_another_plan_is_refused(vmapped, data_root):
+    workdir, _ = vmapped
+    with pytest.raises(ValueError, match="different plan"):
+        _run(data_root, workdir, **{"train.epochs": 5})
+
+
+def test_class_list_that_does_not_match_the_data(data_root, tmp_path):
+    config = tiny_config(data_root, str(tmp_path), **RUN)
+    config.data.class_names = (*config.data.class_names, "fear")
+    with pytest.raises(DataError, match="fear"):
+        finetune.run_cross_validation(config, str(tmp_path))
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_checkpoint_of_another_size_lists_keys_and_config_keys():
+    from ma2mi_jax.models import miacnet
+
+    def shapes(width, fusion="add"):
+        model = miacnet.MIACClassifier(5, width, fusion)
+        x = jnp.zeros((1, 32, 32, 3), jnp.uint8)
+        return jax.eval_shape(lambda: model.init(jax.random.key(0), x, x, train=False))
+
+    config = tiny_config("unused", "unused")
+    small, wide = shapes(8), shapes(16)
+    with pytest.raises(ValueError, match=r"model.resnet_width=16") as err:
+        finetune.graft(
+            small["params"]["miacnet"],
+            wide["params"]["miacnet"],
+            "params of ckpt",
+            finetune._architecture_hint(wide["params"]["miacnet"], config),
+        )
+    assert "shape action_encoder/bn1/bias: model (8,), checkpoint (16,)" in str(err.value)
+    none = shapes(8, "none")
+    with pytest.raises(ValueError, match=r"model.fusion='none'") as err:
+        finetune.graft(
+            small["params"]["miacnet"],
+            none["params"]["miacnet"],
+            "params of ckpt",
+            finetune._architecture_hint(none["params"]["miacnet"], config),
+        )
+    assert "missing in checkpoint: position_encoder" in str(err.value)
+
+
+def test_imagenet_init_needs_width_64(data_root, tmp_path):
+    config = tiny_config(data_root, str(tmp_path))
+    config.init = "imagenet:/nonexistent/resnet18.pth"
+    model = finetune.build_classifier(config)
+    with pytest.raises(ValueError, match="resnet_width=64"):
+        finetune.initial_variables(config, model)
+
+
+def test_frozen_encoders_keep_weights_and_batch_statistics():
+    """freeze_position: position encoder params and BN statistics unchanged; the rest trains."""
+    from ma2mi_jax import losses
+    from ma2mi_jax.models import miacnet
+    from ma2mi_jax.train import optim
+
+    config = tiny_config("unused", "unused")
+    config.finetune.freeze_position = True
+    model = miacnet.MIACClassifier(5, 8, "add")
+    rng = np.random.default_rng(0)
+    x0 = rng.integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)  # [F,B,H,W,3]
+    x1 = rng.integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)
+    variables = model.init(jax.random.key(0), x0[0], x1[0], train=False)
+    # Non-trivial running statistics, so that "kept" and "reset" can be told apart.
+    variables = {
+        "params": variables["params"],
+        "batch_stats": jax.tree.map(lambda v: v + 0.5, variables["batch_stats"]),
+    }
+    frozen = folds_lib.frozen_modules(config.finetune)
+    assert frozen == ("position_encoder",)
+    tx = optim.make_optimizer(config.train, 10, folds_lib.trainable_fn(frozen))
+    step = folds_lib.make_train_step(model, tx, losses.cross_entropy, frozen)
+    runner = folds_lib.FoldGroupRunner(step, folds_lib.make_predict(model))
+    state = folds_lib.init_fold_state(variables, tx, 2)
+    keys = jnp.stack([folds_lib.fold_key(0, 0), folds_lib.fold_key(0, 1)])
+    batch = {"frame0": x0, "frame1": x1, "label": np.asarray([[0, 1, 2, 3], [4, 3, 2, 1]], np.int32)}
+    for _ in range(2):
+        state, m = runner.train_step(state, batch, keys)
+    assert m["loss"].shape == (2,)
+    before_p = variables["params"]["miacnet"]
+    before_s = variables["batch_stats"]["miacnet"]
+    for i in range(2):
+        after = folds_lib.take_fold(state, i)
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            after.params["classifier"]["miacnet"]["position_encoder"],
+            before_p["position_encoder"],
+        )
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            after.batch_stats["miacnet"]["position_encoder"],
+            before_s["position_encoder"],
+        )
+        changed = jax.tree.leaves(
+            jax.tree.map(
+                lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                after.batch_stats["miacnet"]["action_encoder"],
+                before_s["action_encoder"],
+            )
+        )
+        assert all(changed)
+        head = after.params["classifier"]["head"]["kernel"]
+        assert np.abs(np.asarray(head)).max() > 0
+    # The two folds saw different labels, so their heads differ.
+    h = np.asarray(state.params["classifier"]["head"]["kernel"])
+    assert np.abs(h[0] - h[1]).max() > 0
+
+
+def test_frozen_batchnorm_is_inference_mode():
+    """With every encoder frozen, a training-mode forward equals the inference forward."""
+    from ma2mi_jax.models import miacnet
+
+    model = miacnet.MIACClassifier(5, 8, "add")
+    rng = np.random.default_rng(1)
+    x0 = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    x1 = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    v = model.init(jax.random.key(0), x0, x1, train=False)
+    v = {"params": v["params"], "batch_stats": jax.tree.map(lambda s: s + 0.3, v["batch_stats"])}
+    v["params"]["head"] = jax.tree.map(lambda p: p + 0.01, v["params"]["head"])
+    expected = model.apply(v, x0, x1, train=False, return_features=True)[1]
+    with folds_lib.frozen_batchnorm(("position_encoder", "action_encoder")):
+        (_, got), new = model.apply(v, x0, x1, train=True, return_features=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, new["batch_stats"], v["batch_stats"])
+    _, moving = model.apply(v, x0, x1, train=True, return_features=True, mutable=["batch_stats"])
+    assert not np.allclose(
+        moving["batch_stats"]["miacnet"]["action_encoder"]["bn1"]["mean"],
+        v["batch_stats"]["miacnet"]["action_encoder"]["bn1"]["mean"],
+    )
+
+
+def test_eval_index_batches_pad_and_mask():
+    idx, mask = finetune.eval_index_batches([np.arange(5), np.arange(10, 12)], 4)
+    assert idx.shape == mask.shape == (2, 2, 4)  # [nb, F, B]
+    np.testing.assert_array_equal(idx[:, 0][mask[:, 0]], np.arange(5))
+    np.testing.assert_array_equal(idx[:, 1][mask[:, 1]], [10, 11])
