@@ -364,7 +364,7 @@ def graft(target: Any, source: Any, what: str, hint: str) -> Any:
             + "\n".join(shown)
             + f"\n{hint}"
         )
-    leaves = [jnp.asarray(s[k], dtype=jnp.asarray(t[k]).dtype) for k in t]
+    leaves = [jnp.asarray(s[k], dtype=t[k].dtype) for k in t]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(target), leaves)
 
 
@@ -440,7 +440,10 @@ class _Checkpoints:
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
         out = self.mngr.restore(
             epoch,
-            args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args)),
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args),
+                meta=ocp.args.JsonRestore(),
+            ),
         )
         return out["state"]
 
