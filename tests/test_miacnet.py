@@ -9,7 +9,7 @@ import pytest
 from flax import traverse_util
 
 from ma2mi_jax import configlib, losses
-from ma2mi_jax.models import dit, miacnet, resnet
+from ma2mi_jax.models import dit, flops, miacnet, resnet
 
 W = 8  # tiny base width: maps have 64 channels
 
@@ -211,3 +211,10 @@ def test_position_loss_reaches_only_position_encoder(add_vars):
     assert _abs_sum(grads["position_encoder"]) > 0
     flat = traverse_util.flatten_dict(grads["position_encoder"])
     assert any(float(jnp.abs(g).sum()) > 0 for k, g in flat.items() if k[0] == "conv1")
+
+
+def test_flops_two_trunks_and_fusion():
+    trunk = flops.resnet18_flops(224, 64)
+    assert flops.miacnet_flops(224, 64) == flops.miacnet_flops(224, 64, "mul") == 2 * trunk
+    assert flops.miacnet_flops(224, 64, "none") == trunk
+    assert flops.miacnet_flops(224, 64, "concat") == 2 * trunk + 2 * (1024 * 512) * 7 * 7
