@@ -201,19 +201,18 @@ def test_imagenet_init_needs_width_64(data_root, tmp_path):
         finetune.initial_variables(config, model)
 
 
-def test_frozen_encoders_keep_weights_and_batch_statistics():
+def test_frozen_encoders_keep_weights_and_batch_statistics(compile_cache):
     """freeze_position: position encoder params and BN statistics unchanged; the rest trains."""
     from ma2mi_jax import losses
-    from ma2mi_jax.models import miacnet
     from ma2mi_jax.train import optim
 
     config = tiny_config("unused", "unused")
     config.finetune.freeze_position = True
-    model = miacnet.MIACClassifier(5, 8, "add")
+    model = finetune.build_classifier(config)
     rng = np.random.default_rng(0)
     x0 = rng.integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)  # [F,B,H,W,3]
     x1 = rng.integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)
-    variables = model.init(jax.random.key(0), x0[0], x1[0], train=False)
+    variables, _ = finetune.initial_variables(config, model)  # the runs' (cached) init program
     # Non-trivial running statistics, so that "kept" and "reset" can be told apart.
     variables = {
         "params": variables["params"],
@@ -259,15 +258,15 @@ def test_frozen_encoders_keep_weights_and_batch_statistics():
     assert np.abs(h[0] - h[1]).max() > 0
 
 
-def test_frozen_batchnorm_is_inference_mode():
+def test_frozen_batchnorm_is_inference_mode(compile_cache):
     """With every encoder frozen, a training-mode forward equals the inference forward."""
-    from ma2mi_jax.models import miacnet
 
-    model = miacnet.MIACClassifier(5, 8, "add")
+    config = tiny_config("unused", "unused")
+    model = finetune.build_classifier(config)
     rng = np.random.default_rng(1)
     x0 = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     x1 = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    v = model.init(jax.random.key(0), x0, x1, train=False)
+    v, _ = finetune.initial_variables(config, model)
     v = {"params": v["params"], "batch_stats": jax.tree.map(lambda s: s + 0.3, v["batch_stats"])}
     v["params"]["head"] = jax.tree.map(lambda p: p + 0.01, v["params"]["head"])
     expected = model.apply(v, x0, x1, train=False, return_features=True)[1]
