@@ -34,17 +34,17 @@ def run(main: Callable[[list[str]], None]) -> None:
     if any(a.split("=")[0] in _HELP_FLAGS for a in sys.argv[1:]):
         flags.FLAGS.mark_as_parsed()
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl's own --help exits 1
-    _parse_or_exit()
-    app.run(main)
+    remaining = _parse_or_exit()
+    app.run(main, flags_parser=lambda _: remaining)  # parsed once: config_flags defines overrides
 
 
 _HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 
 
-def _parse_or_exit() -> None:
+def _parse_or_exit() -> list[str]:
     """Parse the flags now so that a bad config key or argument ends with one clear line."""
     try:
-        flags.FLAGS(sys.argv)
+        return flags.FLAGS(sys.argv)
     except (AttributeError, KeyError) as e:
         sys.exit(_unknown_key_message(e, sys.argv))
     except (flags.Error, ValueError) as e:

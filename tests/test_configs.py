@@ -89,3 +89,18 @@ def test_scripts_answer_help(script):
     )
     assert result.returncode == 0
     assert "--config" in result.stdout
+
+
+def test_script_applies_overrides():
+    """An existing key overrides (the flags are parsed once); the value reaches the job."""
+    code = (
+        "import sys; sys.argv = ['x', '--config', 'configs/dfew.py:tiny', '--config.train.batch_size=6'];"
+        "from absl import flags; from ml_collections import config_flags; from ma2mi_jax import cli;"
+        "c = config_flags.DEFINE_config_file('config', None, '');"
+        "cli.run(lambda argv: print('batch', c.value.train.batch_size))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "batch 6" in result.stdout
