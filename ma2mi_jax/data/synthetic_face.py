@@ -240,9 +240,8 @@ def render_face(idn: Identity, size: int, eyes_closed: float = 0.0) -> np.ndarra
     for sgn in (-1.0, 1.0):
         blush = np.exp(-(((c.fx - sgn * 0.45) / 0.2) ** 2) - ((c.fy - 0.22) / 0.12) ** 2)
         c.paint(blush * face, np.array(idn.lips), 0.18)
-    # Fringe: hair covering the top of the face down to the hairline.
-    fringe_ry = (idn.hairline + 1.0) / 2.0 + 0.02
-    fringe = c.ellipse(0.0, -1.0 + 0.0, 1.05, 0.05 + 2 * fringe_ry) & (c.fy < idn.hairline) & (face > 0)
+    # Fringe: hair covering the top of the face; its lower edge (the hairline) is an arc.
+    fringe = c.ellipse(0.0, -1.0, 1.1, idn.hairline + 1.0) & (face > 0)
     c.paint(fringe, hair * _texture(idn.texture_seed + 2, c.side, 48, 0.08)[..., None])
     # Nasolabial folds: faint darker curves from the nose wings past the mouth corners.
     for sgn in (-1.0, 1.0):
