@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import logging
 import sys
 from collections.abc import Callable
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 
 def check_no_extra_args(argv: list[str]) -> None:
@@ -35,7 +37,20 @@ def run(main: Callable[[list[str]], None]) -> None:
         flags.FLAGS.mark_as_parsed()
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl's own --help exits 1
     remaining = _parse_or_exit()
+    _quiet_library_info()
     app.run(main, flags_parser=lambda _: remaining)  # parsed once: config_flags defines overrides
+
+
+class _OwnInfoOnly(logging.Filter):
+    """Pass warnings from everywhere, but info/debug lines only from this project."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "site-packages" not in record.pathname
+
+
+def _quiet_library_info() -> None:
+    """Keep the console readable: Orbax and Grain log every save and read at INFO through absl."""
+    absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
 
 
 _HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
