@@ -1,0 +1,186 @@
+"""The transfer experiment: the shape of the paper's Table 1 and Table 4 on the synthetic benchmark.
+
+Each row is a pre-training variant (or none) followed by cross-validated fine-tuning from its
+checkpoint, repeated over seeds (the seed drives pre-training and fine-tuning; the generated data
+set is the same for every run). Reported figures are last-epoch, pooled over folds, as mean ± std
+over seeds. Every run keeps its own workdir, so an interrupted experiment resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from ma2mi_jax import quickstart
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the results table: how to pre-train (None: not at all) and fine-tune."""
+
+    name: str
+    label: str
+    table: str
+    pretrain: Mapping[str, Any] | None
+    finetune: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+ROWS = (
+    Row("scratch", "no pre-training (random init)", "Table 1", None, {"init": "scratch"}),
+    Row("maer", "MAER (supervised macro pre-training)", "Table 1", {"objective": "supervised"}),
+    Row("pixel", "MA2MI, pixel space", "Table 1", {"space": "pixel", "model.dit": "T/8"}),
+    Row("latent", "MA2MI, latent space", "Table 1", {}),
+    Row(
+        "no_fpe",
+        "w/o position encoder (fusion none)",
+        "Table 4",
+        {"model.fusion": "none"},
+        {"model.fusion": "none"},
+    ),
+    Row("no_lpos", "w/o position losses", "Table 4", {"position_loss.enabled": False}),
+    Row("joint", "branches not independent", "Table 4", {"model.stop_position_grad": False}),
+)
+METRICS = ("accuracy", "uf1", "uar")
+
+
+def override(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """A copy of `config` with dotted keys set; a key that does not exist is an error naming it."""
+    out = ml_collections.ConfigDict(config.to_dict())
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for p in parents:
+            node = node[p]
+        if leaf not in node:
+            raise KeyError(f"experiment row sets unknown config key '{dotted}'")
+        node[leaf] = value
+    out.lock()
+    return out
+
+
+def run_one(
+    row: Row,
+    seed: int,
+    pretrain_config: ml_collections.ConfigDict,
+    loso_config: ml_collections.ConfigDict,
+    paths: quickstart.Paths,
+    out: str,
+) -> dict:
+    """Pre-train (unless the row has none) and fine-tune one (row, seed); reuse finished work."""
+    from ma2mi_jax.train import finetune, pretrain
+
+    run_dir = os.path.join(out, row.name, f"seed{seed}")
+    results_file = os.path.join(run_dir, "loso", "results.json")
+    if os.path.exists(results_file):
+        with open(results_file) as f:
+            return json.load(f)
+    ft = dict(row.finetune)
+    if row.pretrain is not None:
+        pre = override(pretrain_config, {**row.pretrain, "seed": seed, "data.root": paths.macro_data})
+        pretrain.train_and_evaluate(pre, os.path.join(run_dir, "pretrain"))
+        ft.setdefault("init", os.path.join(run_dir, "pretrain"))
+    loso = override(loso_config, {**ft, "seed": seed, "data.root": paths.micro_data})
+    return finetune.run_cross_validation(loso, os.path.join(run_dir, "loso"))
+
+
+def aggregate(results: Mapping[str, Sequence[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Mean and standard deviation (over seeds, ddof=0) of each metric per row."""
+    return {
+        name: {
+            m: (float(np.mean([r[m] for r in runs])), float(np.std([r[m] for r in runs]))) for m in METRICS
+        }
+        for name, runs in results.items()
+    }
+
+
+def markdown_table(rows: Sequence[Row], stats: Mapping, results: Mapping[str, Sequence[dict]]) -> str:
+    """Rows × (accuracy, UF1, UAR) as mean ± std, grouped by the paper's table."""
+    lines = []
+    for table in dict.fromkeys(r.table for r in rows):
+        lines += [
+            f"**{table} shape**",
+            "",
+            "| setting | accuracy (%) | UF1 | UAR | seeds |",
+            "|---|---|---|---|---|",
+        ]
+        for r in (r for r in rows if r.table == table):
+            s = stats[r.name]
+            lines.append(
+                f"| {r.label} | {100 * s['accuracy'][0]:.2f} ± {100 * s['accuracy'][1]:.2f} "
+                f"| {s['uf1'][0]:.4f} ± {s['uf1'][1]:.4f} | {s['uar'][0]:.4f} ± {s['uar'][1]:.4f} "
+                f"| {len(results[r.name])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def bar_plot(path: str, rows: Sequence[Row], stats: Mapping) -> None:
+    """Grouped bars of accuracy, UF1 and UAR per row with ± std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
+    x = np.arange(len(rows))
+    for i, m in enumerate(METRICS):
+        means = [stats[r.name][m][0] for r in rows]
+        stds = [stats[r.name][m][1] for r in rows]
+        ax.bar(
+            x + (i - 1) * 0.27, means, 0.27, yerr=stds, capsize=3, label=m.upper() if m != "accuracy" else m
+        )
+    ax.set_xticks(x, [r.label.replace(" (", "\n(") for r in rows], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("last epoch, pooled over folds")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("synthetic benchmark: mean ± std over seeds")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run(
+    pretrain_config: ml_collections.ConfigDict,
+    loso_config: ml_collections.ConfigDict,
+    out: str,
+    seeds: Sequence[int],
+    row_names: Sequence[str] | None = None,
+) -> dict:
+    """Run every (row, seed), then write results.md, results.json and results.png into `out`."""
+    rows = [r for r in ROWS if row_names is None or r.name in row_names]
+    unknown = set(row_names or ()) - {r.name for r in ROWS}
+    if unknown:
+        raise ValueError(f"unknown rows {sorted(unknown)}; known: {[r.name for r in ROWS]}")
+    out = os.path.abspath(out)
+    paths = quickstart.Paths(os.path.join(out, "shared"))
+    quickstart.generate_data(pretrain_config, loso_config, paths)
+    start = time.perf_counter()
+    results: dict[str, list[dict]] = {}
+    for row in rows:
+        for seed in seeds:
+            print(f"[experiment] {row.name} seed {seed}", flush=True)
+            r = run_one(row, seed, pretrain_config, loso_config, paths, out)
+            results.setdefault(row.name, []).append({m: r[m] for m in METRICS})
+    stats = aggregate(results)
+    table = markdown_table(rows, stats, results)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"seeds": list(seeds), "runs": results, "stats": stats}, f, indent=2)
+    bar_plot(os.path.join(out, "results.png"), rows, stats)
+    print(table, flush=True)
+    print(
+        f"[experiment] {len(rows) * len(seeds)} runs, {(time.perf_counter() - start) / 60:.1f} min; "
+        f"table, JSON and plot in {out}",
+        flush=True,
+    )
+    return {"runs": results, "stats": stats}
