@@ -1,0 +1,134 @@
+"""Shared by the pre-training tests: the tiny synthetic config, a data set, subprocess runs.
+
+Run as a script it pre-trains in a fresh process:
+    python tests/pretrain_fixture.py OVERRIDES_JSON WORKDIR [KILL_AT_BATCH]
+KILL_AT_BATCH > 0 sends the process SIGKILL to itself when it asks for that batch (1-based),
+which is how the tests kill a run at a chosen moment. With MA2MI_TEST_NAN_VAE=1 in the
+environment the frozen VAE's parameters are NaN (its latents too), to drive a run into NaN.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import ml_collections
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "synthetic_pretrain.py")
+
+
+def tiny_config(overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+    """configs/synthetic_pretrain.py:tiny with dotted-key overrides, e.g. {"data.root": ...}."""
+    spec = importlib.util.spec_from_file_location("synthetic_pretrain", CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("tiny")
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = tuple(value) if isinstance(value, list) else value
+    return config
+
+
+def make_dfew(root: str, clips_scale: float = 0.02, size: int = 32) -> str:
+    """A small synthetic DFEW-layout data set (7 clips at the default scale) in `root`."""
+    from ma2mi_jax.data import synthetic
+
+    synthetic.generate("dfew", root, size=size, seed=0, clips_scale=clips_scale, progress=False,
+                       preview=False, overwrite=True)  # fmt: skip
+    return root
+
+
+def run_subprocess(
+    overrides: dict[str, Any],
+    workdir: str,
+    kill_at: int = 0,
+    devices: int = 1,
+    cache_dir: str = "",
+    nan_vae: bool = False,
+) -> subprocess.CompletedProcess:
+    """Pre-train in a fresh Python process (optionally with `devices` simulated CPU devices)."""
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    if nan_vae:
+        env["MA2MI_TEST_NAN_VAE"] = "1"
+    if cache_dir:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(overrides), workdir, str(kill_at)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def _install_killer(kill_at: int) -> None:
+    """Make the kill_at-th batch request SIGKILL this process."""
+    from ma2mi_jax.data import pipeline
+
+    make = pipeline.pretrain_iterator
+
+    class Killing:
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.count = inner, 0
+
+        def __iter__(self) -> Killing:
+            return self
+
+        def __next__(self) -> Any:
+            self.count += 1
+            if self.count == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return next(self.inner)
+
+        def get_state(self) -> Any:
+            return self.inner.get_state()
+
+        def set_state(self, state: Any) -> None:
+            self.inner.set_state(state)
+
+    pipeline.pretrain_iterator = lambda *a, **k: Killing(make(*a, **k))
+
+
+def _install_nan_vae() -> None:
+    """Make the frozen VAE's parameters NaN."""
+    import jax
+    import jax.numpy as jnp
+
+    from ma2mi_jax.models import vae as vae_lib
+
+    real = vae_lib.vae_from_config
+
+    def nan_vae(*args: Any, **kwargs: Any) -> Any:
+        vae = real(*args, **kwargs)
+        vae.params = jax.tree_util.tree_map(lambda x: jnp.full_like(x, jnp.nan), vae.params)
+        return vae
+
+    vae_lib.vae_from_config = nan_vae
+
+
+def main(argv: list[str]) -> None:
+    """Script entry: see the module docstring."""
+    overrides, workdir = json.loads(argv[1]), argv[2]
+    kill_at = int(argv[3]) if len(argv) > 3 else 0
+    if kill_at > 0:
+        _install_killer(kill_at)
+    if os.environ.get("MA2MI_TEST_NAN_VAE") == "1":
+        _install_nan_vae()
+    from ma2mi_jax.train import pretrain
+
+    result = pretrain.train_and_evaluate(tiny_config(overrides), workdir)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, REPO)
+    main(sys.argv)

@@ -1,0 +1,177 @@
+"""Orbax checkpoints: round trip with optimiser and iterator state, keep-N, atomicity, pre-trained MIACNet."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from pretrain_fixture import make_dfew, tiny_config
+
+from ma2mi_jax import checkpoints
+
+
+def _state(seed: int = 0, step: int = 3) -> dict:
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    params = {
+        "miacnet": {"action_encoder": {"w": jax.random.normal(k1, (3, 4))}},
+        "dit": {"w": jax.random.normal(k2, (5,))},
+    }
+    tx = optax.adamw(1e-3)
+    opt_state = tx.init(params)
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    _, opt_state = tx.update(grads, opt_state, params)  # non-trivial moments
+    stats = {"miacnet": {"action_encoder": {"mean": jax.random.normal(k3, (4,))}}}
+    return {
+        "step": jnp.asarray(step, jnp.int32),
+        "params": params,
+        "batch_stats": stats,
+        "opt_state": opt_state,
+    }
+
+
+def _assert_trees_equal(a, b):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _config():
+    return ml_collections.ConfigDict({"seed": 1, "model": {"dit": "T/2", "sizes": (8, 16)}})
+
+
+def test_round_trip_keeps_state_iterator_and_config(tmp_path):
+    ck = checkpoints.Checkpoints(str(tmp_path / "checkpoints"), keep=3)
+    state = _state()
+    ck.save(3, state, {"next_index": 12, "epoch": 1}, _config())
+    ck.save(5, _state(seed=1, step=5), b"\x00raw-grain-state\xff", _config())
+    ck.wait()
+    assert ck.latest_step() == 5
+    target = _state(seed=9)  # other values, same structure
+    restored, it = ck.restore(3, target)
+    _assert_trees_equal(restored, state)
+    assert it == {"next_index": 12, "epoch": 1}
+    restored5, it5 = ck.restore(5, target)
+    assert int(restored5["step"]) == 5 and it5 == b"\x00raw-grain-state\xff"
+    saved_config = json.loads((tmp_path / "checkpoints" / "5" / "config" / "metadata").read_text())
+    assert saved_config["model"]["sizes"] == [8, 16]
+    ck.close()
+
+
+def test_keeps_only_the_last_n(tmp_path):
+    ck = checkpoints.Checkpoints(str(tmp_path), keep=2)
+    for step in (2, 4, 6, 8):
+        ck.save(step, _state(step=step), {}, _config())
+    ck.close()
+    assert checkpoints.Checkpoints(str(tmp_path), keep=2).all_steps() == [6, 8]
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    ck = checkpoints.Checkpoints(str(tmp_path), keep=3)
+    ck.save(2, _state(step=2), {}, _config())
+    ck.close()
+    # What a kill during a save leaves: Orbax's temporary folder for step 4 without its commit.
+    partial = tmp_path / "4.orbax-checkpoint-tmp-1234"
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "junk").write_bytes(b"\x00" * 10)
+    ck2 = checkpoints.Checkpoints(str(tmp_path), keep=3)
+    assert ck2.latest_step() == 2
+    restored, _ = ck2.restore(2, _state(seed=5))
+    _assert_trees_equal(restored, _state(step=2))
+    ck2.close()
+
+
+def test_restore_into_other_architecture_names_the_folder(tmp_path):
+    ck = checkpoints.Checkpoints(str(tmp_path), keep=1)
+    ck.save(1, _state(), {}, _config())
+    ck.wait()
+    other = _state()
+    other["params"]["dit"]["w"] = jnp.zeros((7,))
+    with pytest.raises(checkpoints.CheckpointError, match=str(tmp_path)):
+        ck.restore(1, other)
+    ck.close()
+
+
+def test_load_pretrained_miacnet_from_workdir_checkpoints_or_step(tmp_path):
+    workdir = tmp_path / "run"
+    ck = checkpoints.Checkpoints(str(workdir / checkpoints.CHECKPOINT_DIR), keep=2)
+    ck.save(4, _state(seed=0, step=4), {}, _config())
+    ck.save(7, _state(seed=1, step=7), {}, _config())
+    ck.close()
+    want = _state(seed=1, step=7)
+    for path in (workdir, workdir / "checkpoints", workdir / "checkpoints" / "7"):
+        got = checkpoints.load_pretrained_miacnet(str(path))
+        _assert_trees_equal(got["params"], want["params"]["miacnet"])
+        _assert_trees_equal(got["batch_stats"], want["batch_stats"]["miacnet"])
+    older = checkpoints.load_pretrained_miacnet(str(workdir / "checkpoints" / "4"))
+    _assert_trees_equal(older["params"], _state(seed=0)["params"]["miacnet"])
+
+
+def test_load_pretrained_miacnet_errors(tmp_path):
+    with pytest.raises(checkpoints.CheckpointError, match="does not exist"):
+        checkpoints.load_pretrained_miacnet(str(tmp_path / "nothing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(checkpoints.CheckpointError, match="no checkpoint"):
+        checkpoints.load_pretrained_miacnet(str(tmp_path / "empty"))
+    state = _state()
+    state["params"] = {"dit": state["params"]["dit"]}
+    state["opt_state"] = optax.adamw(1e-3).init(state["params"])
+    ck = checkpoints.Checkpoints(str(tmp_path / "dit_only"), keep=1)
+    ck.save(1, state, {}, _config())
+    ck.close()
+    with pytest.raises(checkpoints.CheckpointError, match="miacnet"):
+        checkpoints.load_pretrained_miacnet(str(tmp_path / "dit_only"))
+
+
+def test_merge_pretrained_takes_matching_parts_only():
+    fresh = {"miacnet": {"w": jnp.zeros((2, 2))}, "dit": {"w": jnp.zeros((3,))}}
+    loaded = {"miacnet": {"w": np.ones((2, 2), np.float32)}, "head": {"w": np.ones((4,))}}
+    merged, taken = checkpoints.merge_pretrained(fresh, loaded, "somewhere")
+    assert taken == ["miacnet"]
+    np.testing.assert_array_equal(merged["miacnet"]["w"], np.ones((2, 2)))
+    np.testing.assert_array_equal(merged["dit"]["w"], np.zeros(3))
+    with pytest.raises(checkpoints.CheckpointError, match="'miacnet'"):
+        checkpoints.merge_pretrained(fresh, {"miacnet": {"w": np.ones((3, 3))}}, "somewhere")
+
+
+def test_save_config_round_trips(tmp_path):
+    config = tiny_config({"data.root": str(tmp_path)})
+    path = checkpoints.save_config(str(tmp_path / "run"), config)
+    with open(path) as f:
+        loaded = ml_collections.ConfigDict(json.load(f))
+    assert loaded.model.dit == config.model.dit
+    assert tuple(loaded.vae.block_out_channels) == tuple(config.vae.block_out_channels)
+    assert loaded.train.to_dict() == config.train.to_dict()
+    assert not [f for f in os.listdir(tmp_path / "run") if f.startswith(".tmp")]
+
+
+def test_grain_iterator_position_survives_a_checkpoint(tmp_path):
+    from ma2mi_jax.data import pipeline, readers
+
+    config = tiny_config({"data.root": make_dfew(str(tmp_path / "dfew"))})
+    clips, _ = readers.read_macro(config.data)
+
+    def iterator():
+        return pipeline.pretrain_iterator(
+            clips, image_size=32, k_min=1, k_max=4, batch_size=2, seed=3, augment=config.data.augment
+        )
+
+    it = iterator()
+    for _ in range(3):
+        next(it)
+    ck = checkpoints.Checkpoints(str(tmp_path / "ck"), keep=1)
+    ck.save(3, _state(), it.get_state(), config)
+    ck.close()
+    expected = [next(it) for _ in range(2)]
+    _, saved = checkpoints.Checkpoints(str(tmp_path / "ck"), keep=1).restore(3, _state())
+    fresh = iterator()
+    fresh.set_state(saved)
+    for want in expected:
+        got = next(fresh)
+        for key in ("frame0", "frame1", "k", "label"):
+            np.testing.assert_array_equal(got[key], want[key])
