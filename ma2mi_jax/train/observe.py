@@ -94,12 +94,17 @@ class Throughput:
         self._last, self._n_last = now, samples
         return rate
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (spent on pictures, not training) out of the rates."""
+        self._t0 += seconds
+        self._last += seconds
+
     def overall(self, samples: int) -> float:
         """Samples/s since `start()`."""
-        return (samples - self._n0) / max(time.perf_counter() - self._t0, 1e-9)
+        return (samples - self._n0) / max(self.seconds(), 1e-9)
 
     def seconds(self) -> float:
-        """Seconds since `start()`."""
+        """Seconds since `start()`, less the excluded time."""
         return time.perf_counter() - self._t0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any
 
 import jax
@@ -302,7 +303,9 @@ def _loop(
             if done % c.train.log_every == 0 or save or picture:
                 loop.flush(done)
             if picture:
+                t0 = time.perf_counter()
                 save_picture(run, predict, state, vae_params, batch, host, done)
+                loop.speed.exclude(time.perf_counter() - t0)
             if save:
                 ckpts.save(done, state.as_dict(), iterator.get_state(), c)
         loop.flush(run.total_steps)
@@ -322,7 +325,8 @@ def _loop(
             achieved_flops_per_s=xla_flops * samples_s / loop.batch,
         )
         say(
-            f"done: {ran} steps in {seconds:.1f} s, {samples_s:.1f} samples/s; FLOPs per step "
+            f"done: {ran} steps in {seconds:.1f} s (pictures excluded), {samples_s:.1f} samples/s; "
+            f"FLOPs per step "
             f"{xla_flops:.3g} (XLA cost analysis), {model_flops:.3g} (model estimate, 3x forward); "
             f"achieved {result['achieved_flops_per_s'] / 1e12:.3g} TFLOP/s on {jax.device_count()} "
             f"{jax.devices()[0].platform} device(s)"
