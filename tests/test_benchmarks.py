@@ -1,0 +1,152 @@
+"""benchmarks/: the helpers, and each script run at `:tiny` as a subprocess with its figures checked.
+
+The script runs compile the full training steps (about 1-2 min each on a loaded 2-core CPU), so
+they are marked slow; the helper tests run in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ma2mi_jax.models import flops as flops_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def _common():
+    """benchmarks/common.py as a module (it defines no flags on import)."""
+    if "bench_common" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_common"] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules["bench_common"]
+
+
+def _run(script: str, *args: str) -> tuple[str, dict[str, float]]:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, _common().parse_figures(proc.stdout)
+
+
+def test_parse_figures_reads_name_value_lines():
+    text = (
+        "== t ==\nstep_ms: 12.5 ms (median of 3)\nflops_per_step_xla: 1.5e+09 FLOP\nMFU: n/a on cpu\nx y: 3\n"
+    )
+    assert _common().parse_figures(text) == {"step_ms": 12.5, "flops_per_step_xla": 1.5e9}
+
+
+def test_peak_table_and_mfu_line():
+    common = _common()
+    assert common.peak_flops_per_device("NVIDIA H100 80GB HBM3") == 989e12
+    assert common.peak_flops_per_device("NVIDIA H100 PCIe") == 756e12
+    assert common.peak_flops_per_device("NVIDIA H200") == 989e12
+    assert common.peak_flops_per_device("cpu") is None
+    assert common.mfu_line(1e9, "float32") == f"MFU: n/a on {common.device_kind()}"
+
+
+def test_step_times_median_and_timer_counts_steps():
+    common = _common()
+    assert common.StepTimes([0.3, 0.1, 0.2]).median == pytest.approx(0.2)
+    calls = []
+    carry, times = common.time_steps(lambda c: calls.append(c) or c + 1, 0, warmup=2, steps=3)
+    assert carry == 5 and len(calls) == 5 and len(times.seconds) == 3
+    assert all(s >= 0 for s in times.seconds)
+
+
+def _positive(figures: dict[str, float], names: list[str]) -> None:
+    missing = [n for n in names if n not in figures]
+    assert not missing, f"figures not printed: {missing}; got {sorted(figures)}"
+    assert all(figures[n] > 0 for n in names), {n: figures[n] for n in names}
+
+
+@pytest.mark.slow
+def test_pretrain_step_tiny_with_latent_cache():
+    out, fig = _run(
+        "pretrain_step.py",
+        "--config",
+        "configs/synthetic_pretrain.py:tiny",
+        "--latent_cache",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+    )
+    _positive(
+        fig,
+        [
+            "compile_s",
+            "step_ms",
+            "samples_per_s",
+            "flops_per_step_analytic",
+            "flops_per_step_xla",
+            "achieved_flops_per_s",
+            "peak_memory",
+            "onthefly_step_ms",
+            "cached_step_ms",
+            "latent_cache_speedup",
+        ],
+    )
+    assert "load_average:" in out and "MFU: n/a on cpu" in out
+    # :tiny = 32 px, width 8, DiT T/2 on the 8x8x4 latent of the (8,16,16) VAE, batch 4, L_equ on.
+    per_sample = (
+        flops_lib.miacnet_flops(32, 8, "add")
+        + flops_lib.dit_flops("T/2", 8, 4, cond_dim=64)
+        + flops_lib.resnet18_flops(32, 8)
+    )
+    assert fig["flops_per_step_analytic"] == pytest.approx(3 * per_sample * 4, rel=1e-3)
+    # samples/s is the batch over the median step time.
+    assert fig["samples_per_s"] == pytest.approx(4 / (fig["step_ms"] / 1e3), rel=1e-2)
+    assert fig["latent_cache_speedup"] == pytest.approx(
+        fig["onthefly_step_ms"] / fig["cached_step_ms"], rel=1e-2
+    )
+
+
+@pytest.mark.slow
+def test_finetune_step_tiny_vmapped_vs_sequential():
+    out, fig = _run(
+        "finetune_step.py",
+        "--config",
+        "configs/synthetic_loso.py:tiny",
+        "--folds",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+    )
+    _positive(
+        fig,
+        [
+            "vmapped_compile_s",
+            "vmapped_step_ms",
+            "vmapped_samples_per_s",
+            "sequential_step_ms",
+            "sequential_over_vmapped",
+            "flops_per_step_analytic",
+            "vmapped_flops_per_step_xla",
+            "peak_memory",
+            "cv_train_estimate_s",
+        ],
+    )
+    assert "load_average:" in out
+    # 2 folds x batch 4 per step; analytic FLOPs = 3 x MIACNet forward at 32 px, width 8.
+    assert fig["vmapped_samples_per_s"] == pytest.approx(8 / (fig["vmapped_step_ms"] / 1e3), rel=1e-2)
+    assert fig["flops_per_step_analytic"] == pytest.approx(3 * flops_lib.miacnet_flops(32, 8) * 8, rel=1e-3)
+    # Both modes did the same work on the same batches and keys.
+    assert fig["max_loss_difference"] < 1e-4
