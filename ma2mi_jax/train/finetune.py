@@ -7,7 +7,10 @@
    ImageNet ResNet18, or scratch) -- the same starting point for every fold;
 3. trains the folds in groups of `finetune.folds_per_step`, parameters and optimiser state stacked
    on a fold axis and one jit-compiled step vmapped over it (or one fold at a time with
-   `finetune.sequential`), each fold drawing batches only from its own training subjects;
+   `finetune.sequential`), each fold drawing batches only from its own training subjects; with
+   `finetune.aux_rec_weight > 0` the loss is CE + aux_rec_weight * L1(DiT(z_onset, c), z_apex), each
+   fold training its own copy of the pre-trained DiT of `config.init` (the frozen VAE outside the
+   optimiser; pixels when that pre-training run used space='pixel');
 4. evaluates every held-out sample with its own fold's model every `train.log_every` epochs and at
    the last epoch, and reports the pooled metrics of the LAST epoch (results.json, predictions.csv,
    confusion_matrix.png, console table). A best-epoch-per-fold figure, selected on the test subject,
@@ -94,6 +97,9 @@ def _plan_dict(
     config: ml_collections.ConfigDict, groups: Sequence[Group], samples: Sequence[MicroSample]
 ) -> dict:
     """What must not change between a run and its resumption."""
+    aux_weight = float(config.finetune.aux_rec_weight)
+    # Only when on, so that the plans of runs without the auxiliary loss keep their keys.
+    aux_plan = {"aux_rec_weight": aux_weight} if aux_weight > 0 else {}
     return {
         "dataset": config.data.name,
         "num_samples": len(samples),
@@ -101,6 +107,7 @@ def _plan_dict(
         "seed": int(config.seed),
         "epochs": int(config.train.epochs),
         "batch_size": int(config.train.batch_size),
+        **aux_plan,
         "groups": [
             {
                 "name": g.name,
@@ -390,6 +397,157 @@ def _architecture_hint(source: Any, config: ml_collections.ConfigDict) -> str:
     )
 
 
+# ----------------------------------------------------------------------------- auxiliary L_rec
+
+
+@dataclasses.dataclass(frozen=True)
+class AuxReconstruction:
+    """L_rec kept as an auxiliary fine-tuning loss: the pre-trained DiT and its input space.
+
+    c is the classifier's MIACNet condition, which has no stop-gradient on P, so during fine-tuning
+    L_rec reaches both encoders (all of MIACNet is fine-tuned by default, method.md).
+    `dit_params` (one fold's, float32) join every fold's trainable params under "dit"; the frozen
+    VAE (`vae`, None in pixel space) encodes onset and apex, and its parameters reach the step as
+    the runner's frozen inputs, outside the optimiser.
+    """
+
+    dit: Any  # models.dit.DiT
+    dit_params: dict
+    vae: Any  # models.vae.FrozenVAE, or None in pixel space (MA2MI-dagger pre-training)
+    space: str  # "latent" | "pixel", the pre-training run's config.space
+    source: str  # one line saying where the DiT (and VAE) come from
+
+    def frozen_inputs(self) -> dict:
+        """The VAE's parameters ({} in pixel space)."""
+        return {} if self.vae is None else self.vae.params
+
+    def targets(self, frozen_inputs: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """(DiT input from the onset, target from the apex): VAE latents f32[B,h,w,4] or pixels in [-1,1]."""
+        from ma2mi_jax.train import steps
+
+        if self.vae is None:
+            return steps.to_unit_range(batch["frame0"]), steps.to_unit_range(batch["frame1"])
+        z0 = self.vae.encode(frozen_inputs, batch["frame0"])  # [B,h,w,C]
+        z1 = self.vae.encode(frozen_inputs, batch["frame1"])
+        return jax.lax.stop_gradient(z0), jax.lax.stop_gradient(z1)
+
+    def loss(self, params: dict, c: jax.Array, batch: dict, key: jax.Array, frozen_inputs: dict) -> jax.Array:
+        """L1(DiT(z_onset, c), z_apex): `folds.AuxLoss`, differentiable in params["dit"] and c [B,C]."""
+        from ma2mi_jax import losses
+
+        del key  # L_rec is deterministic
+        z0, z1 = self.targets(frozen_inputs, batch)
+        pred = self.dit.apply({"params": params["dit"]}, z0, c)  # f32[B,h,w,C]
+        return losses.l1_loss(pred, z1)
+
+
+def pretraining_config(path: str | Path) -> tuple[dict, str]:
+    """The config (dict) a pre-training checkpoint was written with, and the file it was read from.
+
+    Reads the checkpoint's own "config" item; falls back to config.json of its workdir.
+    """
+    directory, step = checkpoints.resolve(str(path))
+    try:
+        with ocp.CheckpointManager(directory, item_handlers={"config": ocp.JsonCheckpointHandler()}) as mngr:
+            out = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return dict(out["config"]), f"{directory}/{step}/config"
+    except (ValueError, KeyError, FileNotFoundError, OSError):
+        fallback = Path(directory).parent / checkpoints.CONFIG_FILE
+        if fallback.exists():
+            return json.loads(fallback.read_text()), str(fallback)
+    raise checkpoints.CheckpointError(
+        f"{path}: neither the checkpoint {directory}/{step} nor {fallback} holds the pre-training config; "
+        "finetune.aux_rec_weight > 0 needs it to rebuild the DiT's input space"
+    )
+
+
+def aux_reconstruction(config: ml_collections.ConfigDict) -> AuxReconstruction | None:
+    """The pre-trained DiT and frozen VAE of `config.init` for finetune.aux_rec_weight > 0 (else None).
+
+    The DiT is `model.dit` of this config with the pre-trained weights of `config.init` (a MA2MI
+    pre-training workdir). Latent space: the VAE is `vae_from_config(config.vae, data.image_size,
+    seed)` with the pre-training run's seed (so a random test VAE is the one the DiT learnt with);
+    pixel space (a pre-training run with space='pixel'): the DiT works on pixels in [-1,1], no VAE.
+    """
+    if float(config.finetune.aux_rec_weight) <= 0:
+        return None
+    from ma2mi_jax import inference
+    from ma2mi_jax.models import dit as dit_lib
+    from ma2mi_jax.models import miacnet as miacnet_lib
+    from ma2mi_jax.models import vae as vae_lib
+
+    init = str(config.init).strip()
+    key_line = f"finetune.aux_rec_weight={config.finetune.aux_rec_weight} needs config.init"
+    if inference.is_exported_classifier(Path(init)):
+        raise ValueError(
+            f"{key_line} to be a MA2MI pre-training workdir (it holds the DiT), but config.init={init!r} is "
+            "an exported classifier without a DiT; set config.init to the pre-training workdir or "
+            "finetune.aux_rec_weight=0"
+        )
+    pre, pre_file = pretraining_config(init)
+    if pre.get("objective", "reconstruction") != "reconstruction":
+        raise ValueError(
+            f"{key_line} to be a reconstruction (MA2MI) pre-training run, but {pre_file} has "
+            f"objective={pre.get('objective')!r} (no DiT); use another config.init or "
+            "finetune.aux_rec_weight=0"
+        )
+    loaded = checkpoints.load_variables(init)
+    if "dit" not in loaded["params"]:
+        raise checkpoints.CheckpointError(
+            f"{init}: the checkpoint has no 'dit' parameters (top level: {sorted(loaded['params'])}); "
+            f"{key_line} to be a MA2MI pre-training workdir"
+        )
+    space = str(pre.get("space", "latent"))
+    size = int(config.data.image_size)
+    vae = None
+    if space == "latent":
+        _warn_vae_mismatch(config.vae, pre.get("vae", {}), pre_file)
+        vae = vae_lib.vae_from_config(config.vae, size, seed=int(pre.get("seed", config.seed)))
+        grid, channels = vae.latent_grid(size), vae.latent_channels
+    elif space == "pixel":
+        grid, channels = size, 3
+    else:
+        raise ValueError(f"{pre_file}: unknown space={space!r} (expected 'latent' or 'pixel')")
+    dit = dit_lib.DiT(variant=str(config.model.dit), out_channels=channels, dtype=jnp.dtype(config.dtype))
+    z = jnp.zeros((1, grid, grid, channels), jnp.float32)  # [1,h,w,ch]
+    c = jnp.zeros((1, miacnet_lib.miacnet_from_config(config.model).features), jnp.float32)  # [1,C]
+    # Shapes only (no initialisation is computed): every value comes from the checkpoint.
+    fresh = jax.eval_shape(dit.init, jax.random.key(int(config.seed)), z, c)["params"]
+    hint = (
+        f"The pre-training run ({pre_file}) used model.dit={pre.get('model', {}).get('dit')!r}, "
+        f"space={space!r}, vae.latent_channels={pre.get('vae', {}).get('latent_channels')}; this config "
+        f"has model.dit={config.model.dit!r}, vae.latent_channels={config.vae.latent_channels}. "
+        "Set them to match."
+    )
+    dit_params = graft(fresh, loaded["params"]["dit"], f"DiT params of {init}", hint)
+    what = "frozen VAE latents" if vae is not None else "pixels (pre-training space='pixel', no VAE)"
+    source = (
+        f"L_rec kept with weight {config.finetune.aux_rec_weight}: DiT {config.model.dit} from {init} "
+        f"(step {loaded['step']}) on {what}, trained per fold"
+    )
+    return AuxReconstruction(dit, dit_params, vae, space, source)
+
+
+def _warn_vae_mismatch(vae_cfg: ml_collections.ConfigDict, pre_vae: dict, pre_file: str) -> None:
+    """Warn when config.vae differs from the VAE the DiT was pre-trained with (its latents differ)."""
+    differ = []
+    for key in ("path", "scaling_factor", "block_out_channels", "layers_per_block", "latent_channels"):
+        if key not in pre_vae:
+            continue
+        ours, theirs = vae_cfg.get(key), pre_vae[key]
+        if isinstance(ours, list | tuple):
+            ours, theirs = list(ours), list(theirs)
+        if ours != theirs:
+            differ.append(f"vae.{key}: {ours!r} here, {theirs!r} in pre-training")
+    if differ:
+        log.warning(
+            "finetune.aux_rec_weight > 0: config.vae differs from the VAE of %s (%s); the DiT was trained "
+            "on that VAE's latents",
+            pre_file,
+            "; ".join(differ),
+        )
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -476,8 +634,12 @@ def train_group(
     samples: Sequence[MicroSample],
     pairs: np.ndarray,
     writer=None,
+    aux: AuxReconstruction | None = None,
 ) -> dict:
     """Train (or resume) one group of folds to the last epoch; returns its evaluation history.
+
+    With `aux` (finetune.aux_rec_weight > 0) every fold also trains its copy of the pre-trained DiT
+    on CE + aux_rec_weight * L_rec.
 
     history = {"epochs": [e...], "predictions": {fold: [[pred per test sample] per eval epoch]},
                "probabilities": {fold: f32[n_test, N] at the last epoch}, "train": [...]}.
@@ -494,12 +656,21 @@ def train_group(
     real = list(group.folds)
     padded = real + [real[0]] * (folds_lib.padded_group_size(len(real), mesh) - len(real))
     runner = folds_lib.FoldGroupRunner(
-        folds_lib.make_train_step(model, tx, _loss_fn, frozen),
+        folds_lib.make_train_step(
+            model,
+            tx,
+            _loss_fn,
+            frozen,
+            aux_loss=None if aux is None else aux.loss,
+            aux_weight=float(ft.aux_rec_weight),
+        ),
         folds_lib.make_predict(model),
         sequential=bool(ft.sequential),
         mesh=mesh,
+        frozen_inputs=None if aux is None else aux.frozen_inputs(),
     )
-    state = runner.place(folds_lib.init_fold_state(variables, tx, len(padded)))
+    extra = None if aux is None else {"dit": aux.dit_params}
+    state = runner.place(folds_lib.init_fold_state(variables, tx, len(padded), extra))
     keys = runner.place(_keys(seed, padded))
     batches = GroupBatches(samples, pairs, padded, config)
     ckpt = _Checkpoints(workdir / "checkpoints" / group.name, int(config.train.keep_checkpoints))
@@ -540,6 +711,7 @@ def train_group(
         line = (
             f"{group.name} epoch {epoch}/{epochs}: loss {train_stats['loss']:.4f} "
             f"acc {train_stats['accuracy']:.3f}"
+            + (f" (ce {train_stats['ce']:.4f}, rec {train_stats['rec']:.4f})" if "rec" in train_stats else "")
         )
         if epoch in evaluate_at and any(len(f.test_indices) for f in real):
             probabilities = _evaluate(runner, state, pairs, padded, batch_size)[: len(real)]
@@ -698,6 +870,9 @@ def run_cross_validation(config: ml_collections.ConfigDict, workdir: str | Path)
     checkpoints.save_config(str(workdir), config)
     model = build_classifier(config)
     variables, init_line = initial_variables(config, model)
+    aux = aux_reconstruction(config)
+    if aux is not None:
+        init_line += f"; {aux.source}"
     log.info("init: %s", init_line)
     writer = _writer(workdir)
     histories: dict[str, dict] = {}
@@ -717,6 +892,7 @@ def run_cross_validation(config: ml_collections.ConfigDict, workdir: str | Path)
                     samples=samples,
                     pairs=pairs,
                     writer=writer,
+                    aux=aux,
                 )
                 report.write_json(done, history)
             for f in group.folds:
@@ -754,10 +930,15 @@ def _validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"finetune.folds_per_step must be >= 0 (0 = all), got {config.finetune.folds_per_step}"
         )
-    if float(config.finetune.aux_rec_weight) > 0:
-        raise NotImplementedError(
-            "finetune.aux_rec_weight > 0 (L_rec as an auxiliary fine-tuning loss) needs the pre-trained DiT "
-            "and VAE, which this version does not load; set finetune.aux_rec_weight=0"
+    aux_weight = float(config.finetune.aux_rec_weight)
+    if not (math.isfinite(aux_weight) and aux_weight >= 0):
+        raise ValueError(f"finetune.aux_rec_weight must be a finite number >= 0, got {aux_weight}")
+    init = str(config.init).strip()
+    if aux_weight > 0 and (init in ("", "scratch") or init.startswith("imagenet:")):
+        raise ValueError(
+            f"finetune.aux_rec_weight={aux_weight} keeps L_rec as an auxiliary loss, which needs the "
+            f"pre-trained DiT: config.init must be a MA2MI pre-training workdir, not {init!r}. Set "
+            "--config.init=<pre-training workdir> or finetune.aux_rec_weight=0"
         )
     if config.model.fusion == "none" and config.finetune.freeze_position:
         log.warning("finetune.freeze_position has no effect with model.fusion='none' (no position encoder)")

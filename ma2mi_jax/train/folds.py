@@ -1,10 +1,12 @@
 """Cross-validation folds trained together: fold-stacked state, one vmapped jit step, sequential mode.
 
 Every leaf of a `FoldState` carries a leading fold axis F. The per-fold step is a pure function of
-(state, batch, fold key); `FoldGroupRunner` either `jax.vmap`s it over the F folds of a group (one
-compiled step for all of them, the fold axis sharded over a "fold" mesh axis when there are several
-devices), or, in sequential mode, calls the un-vmapped step on one fold at a time. Both modes see
-the same per-fold batches and keys, so they give the same numbers up to float rounding.
+(state, batch, fold key, frozen inputs shared by all folds); `FoldGroupRunner` either `jax.vmap`s
+it over the F folds of a group (one compiled step for all of them, the fold axis sharded over a
+"fold" mesh axis when there are several devices), or, in sequential mode, calls the un-vmapped step
+on one fold at a time. Both modes see the same per-fold batches and keys, so they give the same
+numbers up to float rounding. With `finetune.aux_rec_weight > 0` a fold's params also hold the
+pre-trained DiT ("dit", trained per fold) and the frozen VAE's parameters are the frozen inputs.
 
 Frozen encoders (finetune.freeze_position / freeze_action) get zero updates and no optimiser state
 (`optim.make_optimizer(..., trainable)`), and their BatchNorm layers run in inference mode: they
@@ -123,7 +125,8 @@ def init_fold_state(
     return broadcast_folds(single, num_folds)
 
 
-AuxLoss = Callable[[PyTree, jax.Array, dict, jax.Array], jax.Array]
+# (params {"classifier", "dit", ...}, condition c [B,C], batch, key, frozen inputs) -> scalar loss
+AuxLoss = Callable[[PyTree, jax.Array, dict, jax.Array, PyTree], jax.Array]
 
 
 def make_train_step(
@@ -133,17 +136,21 @@ def make_train_step(
     frozen: Sequence[str] = (),
     aux_loss: AuxLoss | None = None,
     aux_weight: float = 0.0,
-) -> Callable[[FoldState, dict, jax.Array], tuple[FoldState, dict]]:
-    """One optimisation step of ONE fold: (state, batch, fold key) -> (state, metrics).
+) -> Callable[[FoldState, dict, jax.Array, PyTree], tuple[FoldState, dict]]:
+    """One optimisation step of ONE fold: (state, batch, fold key, frozen inputs) -> (state, metrics).
 
     batch: {"frame0": onset uint8[B,H,W,3], "frame1": apex uint8[B,H,W,3], "label": int32[B]}.
-    `aux_loss(params, c, batch, key)` (optional) adds `aux_weight` times an auxiliary loss on the
-    condition vector c, e.g. L_rec through the pre-trained DiT.
+    `aux_loss(params, c, batch, key, frozen)` (optional) adds `aux_weight` times an auxiliary loss
+    on the condition vector c, e.g. L_rec through the pre-trained DiT; `frozen` (e.g. the VAE's
+    parameters, shared by all folds) is never differentiated nor updated.
     """
 
-    def step(state: FoldState, batch: dict, key: jax.Array) -> tuple[FoldState, dict]:
+    def step(
+        state: FoldState, batch: dict, key: jax.Array, frozen_inputs: PyTree = None
+    ) -> tuple[FoldState, dict]:
         step_key = jax.random.fold_in(key, state.step)
         labels = batch["label"]  # int32[B]
+        frozen_inputs = jax.lax.stop_gradient(frozen_inputs)
 
         def objective(params):
             variables = {"params": params["classifier"], "batch_stats": state.batch_stats}
@@ -161,7 +168,7 @@ def make_train_step(
             total = ce
             parts = {"ce": ce}
             if aux_loss is not None:
-                rec = aux_loss(params, c, batch, step_key)
+                rec = aux_loss(params, c, batch, step_key, frozen_inputs)
                 total = ce + aux_weight * rec
                 parts["rec"] = rec
             return total, (logits, new_vars["batch_stats"], parts)
@@ -209,14 +216,19 @@ def padded_group_size(num_folds: int, mesh: Mesh | None) -> int:
 
 
 class FoldGroupRunner:
-    """Runs the train step and inference for a group of F folds, vmapped or one fold at a time."""
+    """Runs the train step and inference for a group of F folds, vmapped or one fold at a time.
+
+    `frozen_inputs` (e.g. the frozen VAE's parameters) go to every step un-stacked: one copy shared
+    by all folds (replicated over the mesh), an argument of the compiled step, never updated.
+    """
 
     def __init__(
         self,
-        train_step: Callable[[FoldState, dict, jax.Array], tuple[FoldState, dict]],
+        train_step: Callable[..., tuple[FoldState, dict]],
         predict: Callable[[PyTree, PyTree, jax.Array, jax.Array], jax.Array],
         sequential: bool = False,
         mesh: Mesh | None = None,
+        frozen_inputs: PyTree = None,
     ) -> None:
         self.sequential = sequential
         self.mesh = None if sequential else mesh
@@ -224,8 +236,13 @@ class FoldGroupRunner:
             self._step = jax.jit(train_step, donate_argnums=0)
             self._predict = jax.jit(predict)
         else:
-            self._step = jax.jit(jax.vmap(train_step), donate_argnums=0)
+            self._step = jax.jit(jax.vmap(train_step, in_axes=(0, 0, 0, None)), donate_argnums=0)
             self._predict = jax.jit(jax.vmap(predict))
+        if frozen_inputs is not None and self.mesh is not None:
+            frozen_inputs = jax.device_put(frozen_inputs, NamedSharding(self.mesh, PartitionSpec()))
+        elif frozen_inputs is not None:
+            frozen_inputs = jax.tree.map(jnp.asarray, frozen_inputs)
+        self.frozen_inputs = frozen_inputs
 
     def place(self, tree: PyTree) -> PyTree:
         """Put a fold-stacked pytree on the devices, its fold axis sharded over the mesh."""
@@ -237,9 +254,12 @@ class FoldGroupRunner:
     def train_step(self, state: FoldState, batch: dict, keys: jax.Array) -> tuple[FoldState, dict]:
         """state [F,...], batch leaves [F,B,...], keys [F] -> (state, metrics f32[F])."""
         if not self.sequential:
-            return self._step(state, self.place(batch), keys)
+            return self._step(state, self.place(batch), keys, self.frozen_inputs)
         num_folds = int(keys.shape[0])
-        outs = [self._step(take_fold(state, i), take_fold(batch, i), keys[i]) for i in range(num_folds)]
+        outs = [
+            self._step(take_fold(state, i), take_fold(batch, i), keys[i], self.frozen_inputs)
+            for i in range(num_folds)
+        ]
         return stack_folds([o[0] for o in outs]), stack_folds([o[1] for o in outs])
 
     def predict(self, state: FoldState, onset: np.ndarray, apex: np.ndarray) -> np.ndarray:

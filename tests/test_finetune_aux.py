@@ -1,0 +1,223 @@
+"""Fine-tuning with L_rec kept as an auxiliary loss (finetune.aux_rec_weight > 0), at the tiny size.
+
+A tiny pre-training workdir (MIACNet + a DiT whose weights are all moved off their initial values)
+is written with the project's own checkpoint code; the fine-tuning run and the step-level checks
+start from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from finetune_fixture import tiny_config, write_casme2
+from pretrain_fixture import tiny_config as pretrain_tiny_config
+
+from ma2mi_jax import checkpoints, losses
+from ma2mi_jax.train import finetune, optim
+from ma2mi_jax.train import folds as folds_lib
+from ma2mi_jax.train import state as state_lib
+
+AUX = 0.5  # finetune.aux_rec_weight of the runs
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """A persistent XLA cache: the step-level checks reuse the run's compiled programs."""
+    path = str(tmp_path_factory.mktemp("xla_cache"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_casme2(str(tmp_path_factory.mktemp("casme2")))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data_root, compile_cache):
+    """(workdir, params) of a tiny MA2MI pre-training run: checkpoints/4 and config.json.
+
+    Its MIACNet is the fine-tuning classifier's random MIACNet (same tree, and the same compiled
+    initialisation as the runs); its DiT has every weight off its initial value, as if trained.
+    """
+    workdir = str(tmp_path_factory.mktemp("pretrain"))
+    config = pretrain_tiny_config({"data.root": "unused"})
+    models = state_lib.build_models(config)  # latent grid from config.vae (no VAE needed here)
+    ft_config = tiny_config(data_root, "unused")
+    classifier, _ = finetune.initial_variables(ft_config, finetune.build_classifier(ft_config))
+    z = jnp.zeros((1, models.grid, models.grid, models.channels), jnp.float32)  # [1,8,8,4]
+    c = jnp.zeros((1, models.miacnet.features), jnp.float32)  # [1,C]
+    dit = jax.eval_shape(models.dit.init, jax.random.key(0), z, c)["params"]
+    leaves, treedef = jax.tree.flatten(dit)
+    rng = np.random.default_rng(7)
+    dit = jax.tree.unflatten(treedef, [rng.normal(0, 0.05, x.shape).astype(np.float32) for x in leaves])
+    params = {"miacnet": classifier["params"]["miacnet"], "dit": dit}
+    stats = {"miacnet": classifier["batch_stats"]["miacnet"]}
+    tx = state_lib.make_optimizer(config, 4)
+    state = state_lib.create_train_state(params, stats, tx)
+    directory = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
+    ckpts = checkpoints.Checkpoints(directory, keep=1, async_save=False)
+    ckpts.save(4, state.as_dict(), {}, config)
+    ckpts.close()
+    checkpoints.save_config(workdir, config)
+    return workdir, jax.tree.map(np.asarray, params)
+
+
+@pytest.fixture(scope="module")
+def aux_run(tmp_path_factory, data_root, pretrained):
+    """One epoch of LOSO (4 folds vmapped) with finetune.aux_rec_weight=AUX from the pre-training workdir."""
+    workdir = tmp_path_factory.mktemp("aux_run")
+    config = tiny_config(
+        data_root,
+        str(workdir),
+        **{"init": pretrained[0], "finetune.aux_rec_weight": AUX, "train.epochs": 1},
+    )
+    return workdir, config, finetune.run_cross_validation(config, str(workdir))
+
+
+def _changed(a, b) -> bool:
+    return bool(np.any(np.asarray(a) != np.asarray(b)))
+
+
+def test_run_trains_dit_per_fold_and_exports_classifier_only(aux_run, pretrained):
+    workdir, _, _ = aux_run
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk["n"] == 20 and len(on_disk["per_fold"]) == 4
+    assert "L_rec kept with weight 0.5" in on_disk["init"] and "DiT T/2" in on_disk["init"]
+    train = json.loads((workdir / "folds" / "group_000.json").read_text())["train"][0]
+    assert train["loss"] == pytest.approx(train["ce"] + AUX * train["rec"], rel=1e-5)
+    assert 0 < train["rec"] < 10
+    ckpt = finetune._Checkpoints(workdir / "checkpoints" / "group_000", 1)
+    try:
+        raw = ckpt.restore_host(1)
+    finally:
+        ckpt.close()
+    dit_before = pretrained[1]["dit"]
+    dit_after = raw["params"]["dit"]  # leaves [F,...]
+    for f in range(4):
+        moved = jax.tree.leaves(jax.tree.map(lambda a, b, f=f: _changed(a[f], b), dit_after, dit_before))
+        assert all(moved), f"fold {f}: some DiT parameters did not change"
+    # Folds saw different subjects, so their DiTs differ.
+    blk = dit_after["final_layer"]["linear"]["kernel"]
+    assert _changed(blk[0], blk[1])
+    # The fold's exported variables are the classifier alone (no DiT).
+    variables, _, _ = finetune.load_fold_variables(workdir, "sub02")
+    assert set(variables["params"]) == {"miacnet", "head"}
+    np.testing.assert_array_equal(
+        variables["params"]["head"]["kernel"], raw["params"]["classifier"]["head"]["kernel"][1]
+    )
+
+
+def test_scratch_init_is_refused_naming_the_key(data_root, tmp_path):
+    config = tiny_config(data_root, str(tmp_path), **{"finetune.aux_rec_weight": 1.0})
+    with pytest.raises(ValueError, match=r"finetune\.aux_rec_weight.*config\.init"):
+        finetune.run_cross_validation(config, str(tmp_path))
+    assert not (tmp_path / "plan.json").exists()  # refused before anything was written
+
+
+@pytest.fixture(scope="module")
+def setup(aux_run):
+    """Classifier, its variables, the auxiliary DiT/VAE and the optimiser of the run's config."""
+    _, config, _ = aux_run
+    model = finetune.build_classifier(config)
+    variables, _ = finetune.initial_variables(config, model)
+    aux = finetune.aux_reconstruction(config)
+    # The run's optimiser (constant learning rate: the schedule's length does not enter the program)
+    tx = optim.make_optimizer(config.train, 10)
+    return model, variables, aux, tx, float(config.train.lr)
+
+
+def _fixed_batch(num_folds: int, batch: int = 4, size: int = 32, seed: int = 3) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "frame0": rng.integers(0, 256, (num_folds, batch, size, size, 3), dtype=np.uint8),
+        "frame1": rng.integers(0, 256, (num_folds, batch, size, size, 3), dtype=np.uint8),
+        "label": rng.integers(0, 5, (num_folds, batch)).astype(np.int32),
+    }
+
+
+def test_rec_is_l1_of_dit_on_vae_latents_and_dit_trains_per_fold(setup):
+    """The run's vmapped step (same program): loss = CE + w * L1(DiT(VAE(onset), c), VAE(apex))."""
+    model, variables, aux, tx, _ = setup
+    step = folds_lib.make_train_step(model, tx, losses.cross_entropy, (), aux.loss, AUX)
+    batch = _fixed_batch(4)
+    keys = jnp.stack([folds_lib.fold_key(0, i) for i in range(4)])
+    runner = folds_lib.FoldGroupRunner(step, folds_lib.make_predict(model), frozen_inputs=aux.frozen_inputs())
+    state = runner.place(folds_lib.init_fold_state(variables, tx, 4, {"dit": aux.dit_params}))
+    state, m = runner.train_step(state, batch, keys)
+    m = jax.tree.map(np.asarray, m)  # per fold [F]
+    np.testing.assert_allclose(m["loss"], m["ce"] + AUX * m["rec"], rtol=1e-6)
+    # The DiT moved, and differently per fold (different labels, so different gradients through c).
+    kernel = np.asarray(state.params["dit"]["final_layer"]["linear"]["kernel"])  # [F,...]
+    assert _changed(kernel[0], aux.dit_params["final_layer"]["linear"]["kernel"])
+    assert _changed(kernel[0], kernel[1])
+
+    # Fold 0's L_rec and CE recomputed here, with c of (onset, apex) from the classifier's MIACNet.
+    first = jax.tree.map(lambda x: x[0], batch)
+
+    @jax.jit
+    def reference(vae_params):
+        (logits, c), _ = model.apply(
+            variables,
+            first["frame0"],
+            first["frame1"],
+            train=True,
+            return_features=True,
+            mutable=["batch_stats"],
+        )
+        z0 = aux.vae.encode(vae_params, first["frame0"])  # [B,8,8,4]
+        z1 = aux.vae.encode(vae_params, first["frame1"])
+        pred = aux.dit.apply({"params": aux.dit_params}, z0, c)
+        return jnp.mean(jnp.abs(pred - z1)), losses.cross_entropy(logits, first["label"])
+
+    rec, ce = reference(aux.vae.params)
+    assert aux.vae.latent_grid(32) == 8
+    np.testing.assert_allclose(m["rec"][0], rec, rtol=1e-4)
+    np.testing.assert_allclose(m["ce"][0], ce, rtol=1e-4)
+    assert rec > 0.01
+
+
+def test_zero_aux_weight_equals_plain_cross_entropy(setup):
+    """aux_rec_weight=0 (one fold at a time) gives the plain CE step's numbers (vmapped over folds).
+
+    The auxiliary term is computed and weighted by zero; the comparison also covers sequential
+    mode with the frozen VAE inputs against the vmapped step.
+    """
+    model, variables, aux, tx, lr = setup
+    batch = _fixed_batch(2, seed=5)
+    keys = jnp.stack([folds_lib.fold_key(0, i) for i in range(2)])
+    predict = folds_lib.make_predict(model)
+    with_aux = folds_lib.FoldGroupRunner(
+        folds_lib.make_train_step(model, tx, losses.cross_entropy, (), aux.loss, 0.0),
+        predict,
+        sequential=True,
+        frozen_inputs=aux.frozen_inputs(),
+    )
+    plain = folds_lib.FoldGroupRunner(folds_lib.make_train_step(model, tx, losses.cross_entropy), predict)
+    s_aux = with_aux.place(folds_lib.init_fold_state(variables, tx, 2, {"dit": aux.dit_params}))
+    s_plain = plain.place(folds_lib.init_fold_state(variables, tx, 2))
+    for _ in range(2):
+        s_aux, m_aux = with_aux.train_step(s_aux, batch, keys)
+        s_plain, m_plain = plain.train_step(s_plain, batch, keys)
+        np.testing.assert_allclose(m_aux["loss"], m_plain["loss"], rtol=1e-5)
+        np.testing.assert_allclose(m_aux["ce"], m_plain["loss"], rtol=1e-5)
+        assert np.all(np.asarray(m_aux["rec"]) > 0)
+    p_aux, p_plain = s_aux.params["classifier"], s_plain.params["classifier"]
+    # Adam moves a weight by about lr per step whatever its gradient's size, so a near-zero gradient
+    # whose sign differs by rounding between two programs can differ by 2 lr per step ...
+    atol = 2 * 2 * lr + 1e-6
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=atol), p_aux, p_plain)
+    # ... and nearly every weight agrees to rounding.
+    close = jax.tree.leaves(jax.tree.map(lambda a, b: np.mean(np.abs(a - b) <= 1e-5), p_aux, p_plain))
+    assert min(close) > 0.9
+    stats_close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    jax.tree.map(stats_close, s_aux.batch_stats, s_plain.batch_stats)
+    # The heads moved from zero, so the agreement means something.
+    assert np.abs(np.asarray(p_plain["head"]["kernel"])).max() > 1e-4
