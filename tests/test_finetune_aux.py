@@ -40,34 +40,44 @@ def data_root(tmp_path_factory):
     return write_casme2(str(tmp_path_factory.mktemp("casme2")))
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, data_root, compile_cache):
-    """(workdir, params) of a tiny MA2MI pre-training run: checkpoints/4 and config.json.
+def _write_pretraining_workdir(workdir: str, overrides: dict, miacnet: dict) -> dict:
+    """A tiny MA2MI pre-training workdir (checkpoints/4, config.json) with the given MIACNet variables.
 
-    Its MIACNet is the fine-tuning classifier's random MIACNet (same tree, and the same compiled
-    initialisation as the runs); its DiT has every weight off its initial value, as if trained.
+    Its DiT has every weight off its initial value (zero-initialised layers included), as if trained.
     """
-    workdir = str(tmp_path_factory.mktemp("pretrain"))
-    config = pretrain_tiny_config({"data.root": "unused"})
+    config = pretrain_tiny_config({"data.root": "unused", **overrides})
     models = state_lib.build_models(config)  # latent grid from config.vae (no VAE needed here)
-    ft_config = tiny_config(data_root, "unused")
-    classifier, _ = finetune.initial_variables(ft_config, finetune.build_classifier(ft_config))
-    z = jnp.zeros((1, models.grid, models.grid, models.channels), jnp.float32)  # [1,8,8,4]
+    z = jnp.zeros((1, models.grid, models.grid, models.channels), jnp.float32)  # [1,h,w,ch]
     c = jnp.zeros((1, models.miacnet.features), jnp.float32)  # [1,C]
     dit = jax.eval_shape(models.dit.init, jax.random.key(0), z, c)["params"]
     leaves, treedef = jax.tree.flatten(dit)
     rng = np.random.default_rng(7)
     dit = jax.tree.unflatten(treedef, [rng.normal(0, 0.05, x.shape).astype(np.float32) for x in leaves])
-    params = {"miacnet": classifier["params"]["miacnet"], "dit": dit}
-    stats = {"miacnet": classifier["batch_stats"]["miacnet"]}
+    params = {"miacnet": miacnet["params"]["miacnet"], "dit": dit}
+    stats = {"miacnet": miacnet["batch_stats"]["miacnet"]}
     tx = state_lib.make_optimizer(config, 4)
     state = state_lib.create_train_state(params, stats, tx)
-    directory = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
-    ckpts = checkpoints.Checkpoints(directory, keep=1, async_save=False)
+    ckpts = checkpoints.Checkpoints(
+        os.path.join(workdir, checkpoints.CHECKPOINT_DIR), keep=1, async_save=False
+    )
     ckpts.save(4, state.as_dict(), {}, config)
     ckpts.close()
     checkpoints.save_config(workdir, config)
-    return workdir, jax.tree.map(np.asarray, params)
+    return jax.tree.map(np.asarray, params)
+
+
+@pytest.fixture(scope="module")
+def classifier_variables(data_root, compile_cache):
+    """The tiny classifier's random variables (the same compiled initialisation as the runs')."""
+    config = tiny_config(data_root, "unused")
+    return finetune.initial_variables(config, finetune.build_classifier(config))[0]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, classifier_variables):
+    """(workdir, params) of a tiny latent-space MA2MI pre-training run."""
+    workdir = str(tmp_path_factory.mktemp("pretrain"))
+    return workdir, _write_pretraining_workdir(workdir, {}, classifier_variables)
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +231,31 @@ def test_zero_aux_weight_equals_plain_cross_entropy(setup):
     jax.tree.map(stats_close, s_aux.batch_stats, s_plain.batch_stats)
     # The heads moved from zero, so the agreement means something.
     assert np.abs(np.asarray(p_plain["head"]["kernel"])).max() > 1e-4
+
+
+def test_pixel_space_pretraining_uses_pixels_and_checks_the_dit_variant(
+    tmp_path, data_root, classifier_variables
+):
+    """space='pixel' pre-training: DiT on pixels in [-1,1], no VAE; a DiT variant mismatch names keys."""
+    pre = str(tmp_path / "pixel_pretrain")
+    params = _write_pretraining_workdir(pre, {"space": "pixel", "model.dit": "T/4"}, classifier_variables)
+    overrides = {"init": pre, "finetune.aux_rec_weight": AUX}
+    with pytest.raises(ValueError, match=r"model\.dit='T/4'.*space='pixel'"):
+        finetune.aux_reconstruction(tiny_config(data_root, "unused", **overrides))  # tiny: model.dit='T/2'
+    aux = finetune.aux_reconstruction(tiny_config(data_root, "unused", **overrides, **{"model.dit": "T/4"}))
+    assert aux.vae is None and aux.space == "pixel" and aux.frozen_inputs() == {}
+    jax.tree.map(np.testing.assert_array_equal, aux.dit_params, params["dit"])
+    batch = jax.tree.map(lambda x: x[0], _fixed_batch(1, seed=9))
+    c = jnp.asarray(np.random.default_rng(0).normal(size=(4, 64)), jnp.float32)  # [B,C]
+
+    @jax.jit
+    def both():
+        got = aux.loss({"dit": aux.dit_params}, c, batch, jax.random.key(0), {})
+        x0 = batch["frame0"].astype(jnp.float32) / 127.5 - 1.0
+        x1 = batch["frame1"].astype(jnp.float32) / 127.5 - 1.0
+        pred = aux.dit.apply({"params": aux.dit_params}, x0, c)  # [B,32,32,3]
+        return got, jnp.mean(jnp.abs(pred - x1))
+
+    got, want = both()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert want > 0.1
