@@ -170,7 +170,9 @@ def finetune_base() -> ml_collections.ConfigDict:
     c.finetune = ml_collections.ConfigDict(
         {
             "folds_per_step": 0,  # folds trained together (vmapped); 0 = all
-            "sequential": False,  # one fold at a time, for comparison
+            # Folds one at a time instead of one vmapped step. Unset (None) = automatic: vmapped on
+            # GPU/TPU; sequential on CPU, where XLA's grouped convolutions make the vmapped step slower.
+            "sequential": ml_collections.config_dict.placeholder(bool),
             "freeze_position": False,
             "freeze_action": False,
             "aux_rec_weight": 0.0,  # > 0 keeps L_rec as an auxiliary loss (needs the DiT)

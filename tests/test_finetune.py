@@ -21,7 +21,7 @@ from ma2mi_jax.train import folds as folds_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every run of this file: 3 epochs, evaluation and a checkpoint after each.
-RUN = {"train.epochs": 3, "train.log_every": 1, "train.checkpoint_every": 1}
+RUN = {"train.epochs": 3, "train.log_every": 1, "train.checkpoint_every": 1, "finetune.sequential": False}
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +286,16 @@ def test_eval_index_batches_pad_and_mask():
     assert idx.shape == mask.shape == (2, 2, 4)  # [nb, F, B]
     np.testing.assert_array_equal(idx[:, 0][mask[:, 0]], np.arange(5))
     np.testing.assert_array_equal(idx[:, 1][mask[:, 1]], [10, 11])
+
+
+def test_fold_mode_is_automatic_unless_set():
+    """Unset finetune.sequential: sequential on CPU (faster there), vmapped on accelerators."""
+    from ma2mi_jax import configlib
+
+    ft = configlib.finetune_base().finetune
+    assert ft.sequential is None
+    assert folds_lib.runs_sequentially(ft) == (jax.default_backend() == "cpu")
+    ft.sequential = False
+    assert not folds_lib.runs_sequentially(ft)
+    ft.sequential = True
+    assert folds_lib.runs_sequentially(ft)

@@ -41,7 +41,7 @@ import orbax.checkpoint as ocp
 from ma2mi_jax import checkpoints, metrics, report
 from ma2mi_jax.data.records import DataError, MicroSample
 from ma2mi_jax.train import folds as folds_lib
-from ma2mi_jax.train import optim
+from ma2mi_jax.train import observe, optim
 
 log = logging.getLogger(__name__)
 
@@ -652,7 +652,8 @@ def train_group(
     tx = optim.make_optimizer(
         config.train, epochs * group.steps_per_epoch, folds_lib.trainable_fn(frozen) if frozen else None
     )
-    mesh = None if ft.sequential else folds_lib.fold_mesh()
+    sequential = folds_lib.runs_sequentially(ft)
+    mesh = None if sequential else folds_lib.fold_mesh()
     real = list(group.folds)
     padded = real + [real[0]] * (folds_lib.padded_group_size(len(real), mesh) - len(real))
     runner = folds_lib.FoldGroupRunner(
@@ -665,7 +666,7 @@ def train_group(
             aux_weight=float(ft.aux_rec_weight),
         ),
         folds_lib.make_predict(model),
-        sequential=bool(ft.sequential),
+        sequential=sequential,
         mesh=mesh,
         frozen_inputs=None if aux is None else aux.frozen_inputs(),
     )
@@ -692,10 +693,13 @@ def train_group(
         names,
         group.steps_per_epoch,
         "sequential"
-        if ft.sequential
+        if sequential
         else f"vmapped{' over ' + str(mesh.devices.size) + ' devices' if mesh else ''}",
     )
     probabilities = None
+    progress = observe.Progress(
+        epochs * group.steps_per_epoch, start * group.steps_per_epoch, desc=group.name, unit="step"
+    )
     for epoch in range(start + 1, epochs + 1):
         t0 = time.perf_counter()
         sums: dict[str, np.ndarray] = {}
@@ -705,6 +709,7 @@ def train_group(
             state, m = runner.train_step(state, batch, keys)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + np.asarray(v)[: len(real)]
+            progress.update(1, epoch=epoch, loss=float(np.mean(np.asarray(m["loss"])[: len(real)])))
         train_stats = {k: float(np.mean(v) / group.steps_per_epoch) for k, v in sums.items()}
         _check_finite(train_stats, group.name, epoch)
         history["train"].append({"epoch": epoch, **train_stats})
@@ -734,6 +739,7 @@ def train_group(
             if epoch == epochs and probabilities is not None:
                 meta["probabilities"] = {f.name: p.tolist() for f, p in zip(real, probabilities, strict=True)}
             ckpt.save(epoch, state, meta)
+    progress.close()
     if start == epochs:  # finished before: the last checkpoint holds everything
         _, meta = ckpt.restore(epochs, state)
         history = meta["history"]

@@ -201,6 +201,13 @@ def make_predict(model: nn.Module) -> Callable[[PyTree, PyTree, jax.Array, jax.A
     return predict
 
 
+def runs_sequentially(finetune_cfg: Any) -> bool:
+    """`finetune.sequential`, or when unset: True on CPU (vmapped grouped convolutions are slow there)."""
+    if finetune_cfg.sequential is None:
+        return jax.default_backend() == "cpu"
+    return bool(finetune_cfg.sequential)
+
+
 def fold_mesh() -> Mesh | None:
     """A 1-d mesh over all devices with axis "fold", or None on a single device."""
     devices = jax.devices()
@@ -213,6 +220,31 @@ def padded_group_size(num_folds: int, mesh: Mesh | None) -> int:
         return num_folds
     n = mesh.devices.size
     return -(-num_folds // n) * n
+
+
+def _index(tree: PyTree, i: jax.Array) -> PyTree:
+    """Leaf-wise `x[i]` for a traced fold index (no per-leaf dispatch from Python)."""
+    return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), tree)
+
+
+def _one_fold(train_step: Callable[..., tuple[FoldState, dict]]) -> Callable[..., tuple[FoldState, dict]]:
+    """Sequential mode: step fold `i` of the stacked state and write it back in place (one compile)."""
+
+    def step(state: FoldState, batch: dict, keys: jax.Array, frozen: PyTree, i: jax.Array):
+        new, metrics = train_step(_index(state, i), _index(batch, i), keys[i], frozen)
+        state = jax.tree.map(lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, i, 0), state, new)
+        return state, metrics
+
+    return step
+
+
+def _one_fold_predict(predict: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """Sequential mode: inference of fold `i` of the stacked parameters on its own inputs."""
+
+    def fold_predict(params: PyTree, batch_stats: PyTree, onset: jax.Array, apex: jax.Array, i: jax.Array):
+        return predict(_index(params, i), _index(batch_stats, i), onset[i], apex[i])
+
+    return fold_predict
 
 
 class FoldGroupRunner:
@@ -233,8 +265,8 @@ class FoldGroupRunner:
         self.sequential = sequential
         self.mesh = None if sequential else mesh
         if sequential:
-            self._step = jax.jit(train_step, donate_argnums=0)
-            self._predict = jax.jit(predict)
+            self._step = jax.jit(_one_fold(train_step), donate_argnums=0)
+            self._predict = jax.jit(_one_fold_predict(predict))
         else:
             self._step = jax.jit(jax.vmap(train_step, in_axes=(0, 0, 0, None)), donate_argnums=0)
             self._predict = jax.jit(jax.vmap(predict))
@@ -255,12 +287,12 @@ class FoldGroupRunner:
         """state [F,...], batch leaves [F,B,...], keys [F] -> (state, metrics f32[F])."""
         if not self.sequential:
             return self._step(state, self.place(batch), keys, self.frozen_inputs)
-        num_folds = int(keys.shape[0])
-        outs = [
-            self._step(take_fold(state, i), take_fold(batch, i), keys[i], self.frozen_inputs)
-            for i in range(num_folds)
-        ]
-        return stack_folds([o[0] for o in outs]), stack_folds([o[1] for o in outs])
+        batch = self.place(batch)
+        metrics = []
+        for i in range(int(keys.shape[0])):  # one compiled call per fold, state updated in place
+            state, m = self._step(state, batch, keys, self.frozen_inputs, jnp.int32(i))
+            metrics.append(m)
+        return state, stack_folds(metrics)
 
     def predict(self, state: FoldState, onset: np.ndarray, apex: np.ndarray) -> np.ndarray:
         """onset/apex uint8[F,B,H,W,3] -> probabilities f32[F,B,N], each fold through its own model."""
@@ -268,11 +300,10 @@ class FoldGroupRunner:
         if not self.sequential:
             probs = self._predict(params, state.batch_stats, self.place(onset), self.place(apex))
             return np.asarray(probs)
+        onset, apex = jnp.asarray(onset), jnp.asarray(apex)
         return np.stack(
             [
-                np.asarray(
-                    self._predict(take_fold(params, i), take_fold(state.batch_stats, i), onset[i], apex[i])
-                )
+                np.asarray(self._predict(params, state.batch_stats, onset, apex, jnp.int32(i)))
                 for i in range(onset.shape[0])
             ]
         )
