@@ -20,9 +20,9 @@ def get_config(arg: str | None = None):
     c.data.image_size = 64
     c.data.workers = 0
     c.data.augment.crop_pad = 4
-    c.model.resnet_width = 16
+    c.model.resnet_width = 8
     c.model.dit = "T/2"
     c.vae.block_out_channels = (16, 32, 32, 32)
     c.vae.layers_per_block = 1
-    c.train.epochs = 20
+    c.train.epochs = 15
     return configlib.finalize(c, arg)

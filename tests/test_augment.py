@@ -83,3 +83,19 @@ def test_one_transform_moves_both_frames_alike():
 def test_bad_parameters_name_the_config_key():
     with pytest.raises(ValueError, match=r"data.augment.crop_pad"):
         augment.pair_transform(np.random.default_rng(0), 16, crop_pad=16, rotation_deg=0.0, flip=False)
+
+
+def test_apply_pair_equals_apply_on_each_frame():
+    """The single 6-channel warp gives exactly the per-frame result."""
+    rng = np.random.default_rng(3)
+    f0 = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    f1 = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    for tr in (
+        augment.Transform(flip=True),
+        augment.Transform(angle_deg=7.0, dx=2, dy=-1),
+        augment.Transform(flip=True, angle_deg=-4.0),
+        augment.IDENTITY,
+    ):
+        a0, a1 = augment.apply_pair(tr, f0, f1)
+        np.testing.assert_array_equal(a0, augment.apply(tr, f0))
+        np.testing.assert_array_equal(a1, augment.apply(tr, f1))

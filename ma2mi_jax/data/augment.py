@@ -38,8 +38,7 @@ def pair_transform(
     """Sample one transform for a `size` x `size` pair (shift <= crop_pad, |angle| <= rotation_deg)."""
     if crop_pad < 0 or rotation_deg < 0:
         raise ValueError(
-            f"data.augment.crop_pad ({crop_pad}) and data.augment.rotation_deg ({rotation_deg}) "
-            "must be >= 0"
+            f"data.augment.crop_pad ({crop_pad}) and data.augment.rotation_deg ({rotation_deg}) must be >= 0"
         )
     if crop_pad >= size:
         raise ValueError(f"data.augment.crop_pad ({crop_pad}) must be smaller than the image size ({size})")
@@ -66,8 +65,16 @@ def matrix(transform: Transform, height: int, width: int) -> np.ndarray:
     return m[:2]
 
 
+def apply_pair(transform: Transform, frame0: np.ndarray, frame1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Apply one `transform` to both uint8[H,W,3] frames in one 6-channel warp (same pixels as `apply`)."""
+    if transform.is_identity:
+        return frame0, frame1
+    both = apply(transform, np.concatenate([frame0, frame1], axis=-1))  # uint8[H,W,6]
+    return both[..., :3], both[..., 3:]
+
+
 def apply(transform: Transform, frame: np.ndarray) -> np.ndarray:
-    """Apply `transform` to uint8[H,W,3]; returns uint8[H,W,3] (the input itself for the identity)."""
+    """Apply `transform` to uint8[H,W,C]; returns uint8[H,W,C] (the input itself for the identity)."""
     if transform.is_identity:
         return frame
     h, w = frame.shape[:2]

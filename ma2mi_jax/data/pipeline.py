@@ -138,9 +138,10 @@ class _PretrainElement:
                 idx = int(rng.integers(len(self.clips)))
                 continue
             tr = aug.pair_transform(rng, self.image_size, self.crop_pad, self.rotation_deg, self.flip)
+            f0, f1 = aug.apply_pair(tr, f0, f1)
             out = {
-                "frame0": aug.apply(tr, f0),
-                "frame1": aug.apply(tr, f1),
+                "frame0": f0,
+                "frame1": f1,
                 "label": np.int32(clip.label),
                 "k": np.int32(k),
             }
@@ -359,8 +360,9 @@ class _FoldElement:
         frame1 = np.empty_like(frame0)
         for f, b in np.ndindex(*idx.shape):
             tr = aug.pair_transform(rng, size, self.crop_pad, self.rotation_deg, self.flip)
-            frame0[f, b] = aug.apply(tr, self.pairs[idx[f, b], 0])
-            frame1[f, b] = aug.apply(tr, self.pairs[idx[f, b], 1])
+            frame0[f, b], frame1[f, b] = aug.apply_pair(
+                tr, self.pairs[idx[f, b], 0], self.pairs[idx[f, b], 1]
+            )
         return {
             "frame0": frame0,
             "frame1": frame1,
