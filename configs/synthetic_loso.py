@@ -24,5 +24,8 @@ def get_config(arg: str | None = None):
     c.model.dit = "T/2"
     c.vae.block_out_channels = (16, 32, 32, 32)
     c.vae.layers_per_block = 1
-    c.train.epochs = 15
+    # CPU size: a quarter of the paper's steps, so a larger learning rate than its 4e-4 (measured:
+    # from scratch, 5-fold, 20 epochs: UF1 0.31 at 4e-4, 0.40 at 1e-3).
+    c.train.epochs = 12
+    c.train.lr = 1e-3
     return configlib.finalize(c, arg)

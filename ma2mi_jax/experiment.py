@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -161,6 +162,9 @@ def run(
     if unknown:
         raise ValueError(f"unknown rows {sorted(unknown)}; known: {[r.name for r in ROWS]}")
     out = os.path.abspath(out)
+    # Every row compiles the same programs again: a persistent cache compiles each once.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(out, "xla_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     paths = quickstart.Paths(os.path.join(out, "shared"))
     quickstart.generate_data(pretrain_config, loso_config, paths)
     start = time.perf_counter()

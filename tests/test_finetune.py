@@ -21,7 +21,15 @@ from ma2mi_jax.train import folds as folds_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every run of this file: 3 epochs, evaluation and a checkpoint after each.
-RUN = {"train.epochs": 3, "train.log_every": 1, "train.checkpoint_every": 1, "finetune.sequential": False}
+# lr pinned to the paper's 4e-4: vmapped and sequential differ by float reassociation, which a larger
+# step amplifies beyond the tolerance of the agreement test.
+RUN = {
+    "train.epochs": 3,
+    "train.lr": 4e-4,
+    "train.log_every": 1,
+    "train.checkpoint_every": 1,
+    "finetune.sequential": False,
+}
 
 
 @pytest.fixture(scope="module")

@@ -702,14 +702,20 @@ def train_group(
     )
     for epoch in range(start + 1, epochs + 1):
         t0 = time.perf_counter()
-        sums: dict[str, np.ndarray] = {}
+        # Each step's metrics are read one step late, so that preparing the next batch on the host
+        # overlaps the device's work on the current step.
+        step_metrics: list[dict] = []
         for _ in range(group.steps_per_epoch):
             batch = next(batches)
             batch = {"frame0": batch["frame0"], "frame1": batch["frame1"], "label": batch["label"]}
             state, m = runner.train_step(state, batch, keys)
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + np.asarray(v)[: len(real)]
-            progress.update(1, epoch=epoch, loss=float(np.mean(np.asarray(m["loss"])[: len(real)])))
+            if step_metrics:
+                progress.update(1, epoch=epoch, loss=_mean_loss(step_metrics[-1], len(real)))
+            step_metrics.append(m)
+        progress.update(1, epoch=epoch, loss=_mean_loss(step_metrics[-1], len(real)))
+        sums = {
+            k: np.sum([np.asarray(m[k])[: len(real)] for m in step_metrics], axis=0) for k in step_metrics[0]
+        }
         train_stats = {k: float(np.mean(v) / group.steps_per_epoch) for k, v in sums.items()}
         _check_finite(train_stats, group.name, epoch)
         history["train"].append({"epoch": epoch, **train_stats})
@@ -753,6 +759,11 @@ def train_group(
         else {}
     )
     return history
+
+
+def _mean_loss(metrics: dict, num_real: int) -> float:
+    """Mean training loss over the real (not padding) folds of one step."""
+    return float(np.mean(np.asarray(metrics["loss"])[:num_real]))
 
 
 def _eval_epochs(epochs: int, every: int) -> set[int]:

@@ -117,13 +117,23 @@ def image_grid(rows: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
 
 
 def reconstruction_rows(
-    frame0: np.ndarray, frame1: np.ndarray, prediction: np.ndarray, max_items: int = 8
+    frame0: np.ndarray,
+    frame1: np.ndarray,
+    prediction: np.ndarray,
+    max_items: int = 8,
+    vae_reconstruction: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The paper's Fig. 6a rows: x_t, x_{t+k}, the decoded prediction and |x_{t+k} - prediction|."""
+    """The paper's Fig. 6a rows: x_t, x_{t+k}, the decoded prediction and |x_{t+k} - prediction|.
+
+    With `vae_reconstruction` (decode of the true latent) a row shows what the VAE alone gives.
+    """
     n = min(max_items, len(frame0))
     f0, f1, pred = (np.asarray(a[:n], np.uint8) for a in (frame0, frame1, prediction))  # [n,H,W,3]
     diff = np.abs(f1.astype(np.int16) - pred.astype(np.int16)).astype(np.uint8)
-    return {"x_t": f0, "x_t+k": f1, "prediction": pred, "|difference|": diff}
+    rows = {"x_t": f0, "x_t+k": f1}
+    if vae_reconstruction is not None:
+        rows["VAE(x_t+k)"] = np.asarray(vae_reconstruction[:n], np.uint8)
+    return {**rows, "prediction": pred, "|difference|": diff}
 
 
 def save_picture(path: str, rows: Mapping[str, np.ndarray], title: str = "") -> str | None:

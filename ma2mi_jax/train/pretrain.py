@@ -222,10 +222,15 @@ def save_picture(
     """Write pictures/step_XXXXXX.png for the current batch (reconstruction objective only)."""
     if run.models.supervised:
         return None
-    pred = np.asarray(jax.device_get(predict(state.params, state.batch_stats, vae_params, batch)))
-    rows = observe.reconstruction_rows(host["frame0"], host["frame1"], pred, PICTURE_ITEMS)
+    out = jax.device_get(predict(state.params, state.batch_stats, vae_params, batch))
+    rows = observe.reconstruction_rows(
+        host["frame0"], host["frame1"], out["prediction"], PICTURE_ITEMS, out.get("vae_reconstruction")
+    )
     path = os.path.join(run.workdir, "pictures", f"step_{step:06d}.png")
-    return observe.save_picture(path, rows, title=f"step {step}: x_t, x_t+k, prediction, |difference|")
+    title = f"step {step}: " + ", ".join(rows)
+    if run.vae is not None and not run.config.vae.path:
+        title += "  (random VAE: no vae.path given)"
+    return observe.save_picture(path, rows, title=title)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

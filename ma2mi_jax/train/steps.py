@@ -123,17 +123,23 @@ def make_train_step(
     return train_step
 
 
-def make_predict_fn(models: Models, vae: Any = None) -> Callable[[PyTree, PyTree, PyTree, Batch], jax.Array]:
-    """(params, batch_stats, vae_params, batch) -> predicted x_{t+k} as uint8 [B,H,W,3] (inference mode)."""
+def make_predict_fn(
+    models: Models, vae: Any = None
+) -> Callable[[PyTree, PyTree, PyTree, Batch], dict[str, jax.Array]]:
+    """(params, batch_stats, vae_params, batch) -> {"prediction": x_{t+k} predicted, uint8 [B,H,W,3]}.
+
+    In latent space also "vae_reconstruction": the VAE's decode of the true z_{t+k}, the best the
+    prediction can look (with a randomly initialised VAE, noise like the prediction).
+    """
 
     def predict(params, batch_stats, vae_params, batch):
         variables = {"params": params["miacnet"], "batch_stats": batch_stats["miacnet"]}
         c = models.miacnet.apply(variables, batch["frame0"], batch["frame1"], train=False)["c"]  # [B,C]
-        z0, _ = targets(models, vae, vae_params, batch)
+        z0, z1 = targets(models, vae, vae_params, batch)
         pred = models.dit.apply({"params": params["dit"]}, z0, c).astype(jnp.float32)  # [B,h,w,ch]
         if vae is None:
-            return from_unit_range(pred)
-        return vae.decode(vae_params, pred)
+            return {"prediction": from_unit_range(pred)}
+        return {"prediction": vae.decode(vae_params, pred), "vae_reconstruction": vae.decode(vae_params, z1)}
 
     return predict
 
