@@ -119,7 +119,7 @@ def summary(results: dict, paths: Paths, times: dict[str, float], total: float) 
         "",
         "MA2MI quick start (synthetic data; figures from the last epoch of every fold)",
         f"  accuracy {100 * results['accuracy']:6.2f} %   UF1 {results['uf1']:.4f}   UAR {results['uar']:.4f}"
-        f"   ({len(results['per_fold'])} folds, {results['protocol']})",
+        f"   ({len(results['per_fold'])} folds, {results['protocol']['name']})",
         "",
         f"  data            {os.path.dirname(paths.macro_data)}  (preview.png in each data set)",
         f"  pre-training    {paths.pretrain}  (checkpoints/, pictures/, tensorboard/)",

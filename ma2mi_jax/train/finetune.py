@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -596,13 +597,15 @@ class _Checkpoints:
         """The saved state as nested dicts of numpy arrays, independent of devices and mesh."""
         meta = self.mngr.item_metadata(epoch)["state"]
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-        out = self.mngr.restore(
-            epoch,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
+        with warnings.catch_warnings():  # host numpy arrays need no sharding: Orbax's note is moot here
+            warnings.filterwarnings("ignore", message="Sharding info not provided")
+            out = self.mngr.restore(
+                epoch,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
         return out["state"]
 
     def close(self) -> None:
