@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ma2mi_jax.data import frames as frames_lib
@@ -157,6 +157,48 @@ def bad_row(report: ReadReport, strict: bool, clip_id: str, where: str, message:
             f"{where} ({clip_id}): {message}. To skip such samples instead, set data.strict=False."
         )
     report.drop(clip_id, f"{message} [{where}]")
+
+
+def subject_folder_annotations(
+    table: Any,
+    base: str,
+    subject_id: Callable[[Any], str],
+    frame_columns: tuple[str, str, str],
+    report: ReadReport,
+    strict: bool,
+) -> list[Annotation]:
+    """Rows of a sheet whose clips live in `<base>/<subject>/<Filename>/` (CASME II, SAMM).
+
+    `frame_columns` names the onset, apex and offset headers; a row with a bad subject or a blank
+    Filename is bad input (error, or listed with `strict=False`).
+    """
+    onset, apex, offset = frame_columns
+    annotations = []
+    for row in table.rows:
+        try:
+            subject = subject_id(row["Subject"])
+        except ValueError as err:
+            bad_row(report, strict, f"row {row.number}", table.where(row), str(err))
+            continue
+        filename = row.text("Filename")
+        if not filename:
+            bad_row(report, strict, f"{subject}/?", table.where(row), "Filename is blank")
+            continue
+        folder = os.path.join(base, subject, filename)
+        annotations.append(
+            Annotation(
+                where=table.where(row),
+                clip_id=f"{subject}/{filename}",
+                subject=subject,
+                folder=folder,
+                expected_folder=folder,
+                onset=row[onset],
+                apex=row[apex],
+                offset=row[offset],
+                emotion=row.text("Estimated Emotion"),
+            )
+        )
+    return annotations
 
 
 def make_samples(

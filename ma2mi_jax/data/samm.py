@@ -62,31 +62,9 @@ def read(
     table = sheets.read_table(sheets.find_sheet(root, sheet, SHEET_PATTERNS, NAME), COLUMNS)
     base = frames_root(root)
     report = ReadReport(NAME)
-    annotations = []
-    for row in table.rows:
-        try:
-            subject = subject_id(row["Subject"])
-        except ValueError as err:
-            micro.bad_row(report, strict, f"row {row.number}", table.where(row), str(err))
-            continue
-        filename = row.text("Filename")
-        if not filename:
-            micro.bad_row(report, strict, f"{subject}/?", table.where(row), "Filename is blank")
-            continue
-        folder = os.path.join(base, subject, filename)
-        annotations.append(
-            micro.Annotation(
-                where=table.where(row),
-                clip_id=f"{subject}/{filename}",
-                subject=subject,
-                folder=folder,
-                expected_folder=folder,
-                onset=row["Onset Frame"],
-                apex=row["Apex Frame"],
-                offset=row["Offset Frame"],
-                emotion=row.text("Estimated Emotion"),
-            )
-        )
+    annotations = micro.subject_folder_annotations(
+        table, base, subject_id, ("Onset Frame", "Apex Frame", "Offset Frame"), report, strict
+    )
     samples = micro.make_samples(
         NAME, annotations, known=EMOTIONS, class_names=class_names, label_map=label_map,
         strict=strict, report=report,

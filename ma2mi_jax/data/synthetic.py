@@ -41,6 +41,13 @@ flow_logreg): micro_intensity 0.5 px 0.18 / 0.59, 0.7 px 0.25 / 0.67, 1.0 px (de
 blinks) 0.50 / 0.79. The "others" class (one or two AUs from a shared pool) and the
 overlapping AU variants of disgust / repression cap what motion alone can tell.
 
+The project's own trainer (`configs/synthetic_loso.py`: MIACNet width 8, 64x64, batch 16, AdamW),
+same set, from scratch, 5-fold subject-independent, 20 epochs: UF1 0.308 / UAR 0.322 / acc 0.411
+at the paper's lr 4e-4, UF1 0.402 / UAR 0.424 / acc 0.451 at lr 1e-3 (the synthetic configs' value);
+from a 200-step MA2MI pre-training on the synthetic DFEW set, same run: UF1 0.436 / UAR 0.428 /
+acc 0.496. The quick start (LOSO, 26 folds, 12 epochs, from its 300-step pre-training): UF1 0.394 /
+UAR 0.376 / acc 0.447. Seeds and rows over several runs: docs/results.md.
+
 Speed (serial, 2-core CPU shared with other jobs): CASME II layout 255 clips / 4,050 frames at
 64 px in 2.7 s, DFEW layout 300 clips / 7,001 frames in 5.8 s; 224 px runs about 10x slower
 per frame. `--workers N` uses a process pool (same bytes), worth it only on idle cores.
