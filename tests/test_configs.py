@@ -48,7 +48,7 @@ def test_tiny_is_smaller(path):
     module = _load(path)
     full, tiny = module.get_config(), module.get_config("tiny")
     assert tiny.data.image_size < full.data.image_size
-    assert tiny.model.resnet_width < full.model.resnet_width
+    assert tiny.model.resnet_width <= min(full.model.resnet_width, 8)
     assert tiny.train.batch_size <= full.train.batch_size
     assert tiny.workdir != full.workdir
 
