@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import tiny_config, write_casme2
+from finetune_fixture import tiny_config
 
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.train import finetune
@@ -30,21 +30,6 @@ RUN = {
     "train.checkpoint_every": 1,
     "finetune.sequential": False,
 }
-
-
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent XLA cache shared by the runs and the subprocess (same programs, compiled once)."""
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_casme2(str(tmp_path_factory.mktemp("casme2")))
 
 
 def _run(data_root, workdir, **overrides):

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import tiny_config, write_casme2
+from finetune_fixture import tiny_config
 from pretrain_fixture import tiny_config as pretrain_tiny_config
 
 from ma2mi_jax import checkpoints, losses
@@ -23,21 +23,6 @@ from ma2mi_jax.train import folds as folds_lib
 from ma2mi_jax.train import state as state_lib
 
 AUX = 0.5  # finetune.aux_rec_weight of the runs
-
-
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent XLA cache: the step-level checks reuse the run's compiled programs."""
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_casme2(str(tmp_path_factory.mktemp("casme2")))
 
 
 def _write_pretraining_workdir(workdir: str, overrides: dict, miacnet: dict) -> dict:

@@ -20,15 +20,6 @@ RUN = {"train.epochs": 1, "finetune.folds_per_step": 1, "finetune.final_model": 
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory, compile_cache):
     """A finished LOSO run (4 folds, one at a time) plus the model trained on every subject."""
     root = write_casme2(str(tmp_path_factory.mktemp("casme2")))
