@@ -23,6 +23,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ma2mi_jax.errors import UserError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
@@ -33,7 +35,7 @@ _STEP_DIR = re.compile(r"^\d+$")
 PyTree = Any
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint path is missing, empty or from another architecture; the message names it."""
 
 
@@ -127,7 +129,7 @@ class Checkpoints:
             raise CheckpointError(
                 f"{self.directory}/{step}: cannot restore into this run's state ({e}); the checkpoint is "
                 "from another architecture or config: use another workdir"
-            ) from e
+            ) from None
         return out["state"], decode_iterator_state(out["data_iter"])
 
     def wait(self) -> None:
@@ -175,7 +177,7 @@ def load_variables(path: str) -> dict[str, PyTree]:
                 args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args)),
             )
         except (ValueError, KeyError, FileNotFoundError) as e:
-            raise CheckpointError(f"{directory}/{step}: unreadable checkpoint ({e})") from e
+            raise CheckpointError(f"{directory}/{step}: unreadable checkpoint ({e})") from None
     state = out["state"]
     return {"params": state["params"], "batch_stats": state.get("batch_stats", {}), "step": step}
 

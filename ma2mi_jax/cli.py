@@ -1,15 +1,29 @@
-"""What the scripts share: running an absl main with readable errors for bad flags."""
+"""What the scripts share: running an absl main with readable errors for bad flags and bad input.
+
+An error the project raises on purpose (`ma2mi_jax.errors.UserError`: data, config, workdir,
+checkpoint, weights) ends the script with one `error: <message>` paragraph on stderr and exit code
+`errors.EXIT_CODE`, no traceback; `--debug` or the environment variable MA2MI_DEBUG=1 shows the
+traceback as well. Any other exception is a bug and shows its traceback.
+"""
 
 from __future__ import annotations
 
 import ast
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+from ma2mi_jax import errors
+
+DEBUG_ENV = "MA2MI_DEBUG"
+_DEBUG = flags.DEFINE_bool(
+    "debug", False, f"Show the Python traceback of a reported error (also: {DEBUG_ENV}=1)."
+)
 
 
 def check_no_extra_args(argv: list[str]) -> None:
@@ -38,7 +52,35 @@ def run(main: Callable[[list[str]], None]) -> None:
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl's own --help exits 1
     remaining = _parse_or_exit()
     _quiet_library_info()
-    app.run(main, flags_parser=lambda _: remaining)  # parsed once: config_flags defines overrides
+    app.run(reporting_errors(main), flags_parser=lambda _: remaining)  # parsed once: see _parse_or_exit
+
+
+def debug_requested() -> bool:
+    """Whether --debug was given or MA2MI_DEBUG is set to a true value."""
+    env = os.environ.get(DEBUG_ENV, "").strip().lower()
+    return (flags.FLAGS.is_parsed() and bool(_DEBUG.value)) or env not in ("", "0", "false", "no")
+
+
+def error_text(error: BaseException) -> str:
+    """`error: <message>`, the one paragraph a reported error prints (blank lines dropped)."""
+    lines = [ln.rstrip() for ln in str(error).strip().splitlines() if ln.strip()]
+    return "error: " + "\n".join(lines or [type(error).__name__])
+
+
+def reporting_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """`main` with every `UserError` turned into `error: <message>` on stderr and a non-zero exit."""
+
+    def wrapped(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except errors.UserError as error:
+            if debug_requested():
+                raise
+            sys.stdout.flush()
+            print(error_text(error), file=sys.stderr, flush=True)
+            sys.exit(errors.EXIT_CODE)
+
+    return wrapped
 
 
 class _OwnInfoOnly(logging.Filter):

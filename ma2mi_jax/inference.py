@@ -28,6 +28,10 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ma2mi_jax.checkpoints import CheckpointError
+from ma2mi_jax.data.records import DataError
+from ma2mi_jax.errors import ExistsError, NotFoundError
+
 FORMAT = "ma2mi_jax.classifier"
 FORMAT_VERSION = 1
 META_FILE = "classifier.json"
@@ -71,7 +75,7 @@ def export_classifier(
 
     out = Path(out_dir).absolute()
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+        raise ExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
     class_names = [str(c) for c in config.data.class_names]
     meta = {
         "format": FORMAT,
@@ -150,14 +154,14 @@ def read_meta(path: str | os.PathLike) -> dict:
     path = Path(path)
     meta_path = path / META_FILE
     if not meta_path.is_file():
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"{path} is not an exported classifier (no {META_FILE}); write one with scripts/export.py"
         )
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"{meta_path}: format version {meta['format_version']} is newer than this ma2mi_jax reads "
             f"({FORMAT_VERSION}); update ma2mi_jax"
         )
@@ -235,10 +239,10 @@ def clip_frame_paths(folder: str | os.PathLike, onset: int, apex: int) -> tuple[
 
     listed = dict(frames.list_frames(os.fspath(folder)))
     if not listed:
-        raise FileNotFoundError(f"{folder}: no numbered image frames")
+        raise NotFoundError(f"{folder}: no numbered image frames")
     missing = [n for n in (onset, apex) if n not in listed]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{folder}: no frame numbered {missing} "
             f"(frames {min(listed)}..{max(listed)}, {len(listed)} files)"
         )

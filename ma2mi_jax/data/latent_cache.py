@@ -25,6 +25,7 @@ import tqdm
 
 from ma2mi_jax.data import decode, facecrop
 from ma2mi_jax.data.records import DataError, MacroClip
+from ma2mi_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class LatentCache:
         try:
             arr = np.load(path, mmap_mode="r")  # [n, h, w, c]
         except (OSError, ValueError) as e:
-            raise DataError(f"{path}: unreadable latent file ({e}); delete it and rebuild the cache") from e
+            raise DataError(
+                f"{path}: unreadable latent file ({e}); delete it and rebuild the cache"
+            ) from None
         return np.asarray(arr[np.asarray(frames)], dtype=np.float32)
 
 
@@ -140,7 +143,7 @@ def build(
     if os.path.isfile(old):
         prev = LatentCache.open(cache_dir)
         if prev.image_size != image_size or prev.face_crop != (face_crop_dir is not None):
-            raise ValueError(
+            raise ConfigError(
                 f"{cache_dir} holds latents for image_size={prev.image_size}, face_crop={prev.face_crop}, "
                 f"but data.image_size={image_size}, face_crop={face_crop_dir is not None}; "
                 "set data.cache_dir to another folder or delete this one"

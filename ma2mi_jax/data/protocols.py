@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ma2mi_jax.data.frames import natural_key
-from ma2mi_jax.data.records import MicroSample
+from ma2mi_jax.data.records import DataError, MicroSample
+from ma2mi_jax.errors import ConfigError
 
 PROTOCOLS = ("loso", "kfold")
 
@@ -52,19 +53,19 @@ def _fold(name: str, test_subjects: Sequence[str], subjects: np.ndarray, emotion
 def make_folds(samples: Sequence[MicroSample], name: str, num_folds: int = 5, seed: int = 0) -> list[Fold]:
     """Folds of `samples` under protocol `name` ("loso" | "kfold" with `num_folds` and `seed`)."""
     if name not in PROTOCOLS:
-        raise ValueError(f"protocol.name={name!r} is unknown; valid names: {list(PROTOCOLS)}")
+        raise ConfigError(f"protocol.name={name!r} is unknown; valid names: {list(PROTOCOLS)}")
     if not samples:
-        raise ValueError("no samples to split into folds")
+        raise DataError("no samples to split into folds")
     subjects = np.array([s.subject for s in samples], dtype=object)
     emotions = np.array([s.emotion for s in samples], dtype=object)
     counts = collections.Counter(subjects.tolist())
     order = sorted(counts, key=natural_key)
     if name == "loso":
         if len(order) < 2:
-            raise ValueError(f"leave-one-subject-out needs at least 2 subjects, the data has {order}")
+            raise DataError(f"leave-one-subject-out needs at least 2 subjects, the data has {order}")
         return [_fold(s, [s], subjects, emotions) for s in order]
     if num_folds < 2 or num_folds > len(order):
-        raise ValueError(
+        raise ConfigError(
             f"protocol.num_folds={num_folds} must be between 2 and the number of subjects ({len(order)})"
         )
     rng = np.random.default_rng(seed)

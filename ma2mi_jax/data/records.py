@@ -10,8 +10,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+from ma2mi_jax.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """A data set on disk is missing, malformed or inconsistent; the message names file/row/clip."""
 
 
@@ -72,6 +74,9 @@ class ReadReport:
     kept: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (subject, emotion)
     dropped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (clip_id, reason)
     repaired: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (clip_id, reason)
+    # Problems of the annotation / split files that are not one kept sample's drop or repair, e.g.
+    # a listed clip missing on disk: (kind, clip_id, reason).
+    problems: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
 
     def keep(self, subject: str, emotion: str) -> None:
         """Record one kept sample."""
@@ -85,16 +90,29 @@ class ReadReport:
         """Record one repaired sample and what was changed."""
         self.repaired.append((clip_id, reason))
 
+    def problem(self, kind: str, clip_id: str, reason: str) -> None:
+        """Record one problem of the annotation files (kind: e.g. "missing on disk")."""
+        self.problems.append((kind, clip_id, reason))
+
+    def problem_counts(self) -> dict[str, int]:
+        """Number of annotation-file problems of each kind."""
+        return dict(collections.Counter(kind for kind, _, _ in self.problems))
+
     def summary(self) -> str:
-        """Human-readable counts per class and subject, then every drop and repair with reasons."""
-        lines = [
+        """Human-readable counts per class and subject, then every drop, repair and problem with reasons."""
+        head = (
             f"{self.dataset}: kept {len(self.kept)} samples, dropped {len(self.dropped)}, "
             f"repaired {len(self.repaired)}"
-        ]
+        )
+        lines = [head + (f", annotation problems {len(self.problems)}" if self.problems else "")]
         per_class = collections.Counter(emotion for _, emotion in self.kept)
         lines.append("  per class:   " + ", ".join(f"{k} {v}" for k, v in sorted(per_class.items())))
         per_subject = collections.Counter(subject for subject, _ in self.kept)
         lines.append("  per subject: " + ", ".join(f"{k} {v}" for k, v in sorted(per_subject.items())))
         lines += [f"  dropped  {clip}: {reason}" for clip, reason in self.dropped]
         lines += [f"  repaired {clip}: {reason}" for clip, reason in self.repaired]
+        if self.problems:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(self.problem_counts().items()))
+            lines.append(f"  annotation problems: {counts}")
+            lines += [f"  problem  {clip} ({kind}): {reason}" for kind, clip, reason in self.problems]
         return "\n".join(lines)

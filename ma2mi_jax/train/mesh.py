@@ -10,6 +10,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ma2mi_jax.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
@@ -68,7 +70,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def local_batch_size(global_batch: int) -> int:
     """Examples this process loads per step (the global batch split over processes)."""
     if global_batch % jax.process_count():
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size={global_batch} is not divisible by the {jax.process_count()} processes"
         )
     return global_batch // jax.process_count()

@@ -7,6 +7,8 @@ import re
 
 import ml_collections
 
+from ma2mi_jax.errors import ConfigError
+
 DTYPES = ("float32", "bfloat16")
 OBJECTIVES = ("reconstruction", "supervised")
 SPACES = ("latent", "pixel")
@@ -14,10 +16,6 @@ FUSIONS = ("add", "mul", "concat", "none")
 CON_FORMS = ("ce", "cos")
 # "B/2", "XL/4", "T/2": a size name and a patch size.
 _DIT_NAME = re.compile(r"^\s*([A-Za-z]+)\s*/\s*(\d+)\s*$")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names each offending key and what to do."""
 
 
 def _dit_patch(name: str) -> int:
