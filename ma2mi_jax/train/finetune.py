@@ -39,8 +39,9 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ma2mi_jax import checkpoints, metrics, report
+from ma2mi_jax import checkpoints, metrics, preflight, report
 from ma2mi_jax.data.records import DataError, MicroSample
+from ma2mi_jax.errors import ConfigError, InitError, NotFoundError, WorkdirError
 from ma2mi_jax.train import folds as folds_lib
 from ma2mi_jax.train import observe, optim
 
@@ -135,7 +136,7 @@ def _check_or_write_plan(workdir: Path, plan: dict) -> None:
         old = json.loads(path.read_text())
         diff = [k for k in sorted(set(old) | set(plan)) if old.get(k) != plan.get(k)]
         if diff:
-            raise ValueError(
+            raise WorkdirError(
                 f"{workdir} holds a run with a different plan ({', '.join(diff)} differ; see {path}). "
                 "Resume with the same config (seed, epochs, batch size, folds_per_step, data) or use a "
                 "new --workdir."
@@ -300,11 +301,7 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
     if init.startswith("imagenet:"):
         return _init_imagenet(config, variables, init.removeprefix("imagenet:"))
     path = Path(init)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"config.init={init!r} does not exist; give a MA2MI pre-training workdir, an exported "
-            "classifier folder, 'imagenet:<resnet18 file>' or 'scratch'"
-        )
+    preflight.check_init(init)
     from ma2mi_jax import inference
 
     if inference.is_exported_classifier(path):
@@ -328,13 +325,16 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
 def _init_imagenet(config: ml_collections.ConfigDict, variables: dict, path: str) -> tuple[dict, str]:
     """torchvision ResNet18 weights into every encoder of MIACNet."""
     if int(config.model.resnet_width) != 64:
-        raise ValueError(
+        raise ConfigError(
             f"config.init='imagenet:...' needs model.resnet_width=64 (torchvision ResNet18), "
             f"got {config.model.resnet_width}"
         )
     from ma2mi_jax.models import resnet_import
 
-    trunk = resnet_import.load_torchvision_resnet18(path)  # {"params","batch_stats"} of one trunk
+    try:
+        trunk = resnet_import.load_torchvision_resnet18(path)  # {"params","batch_stats"} of one trunk
+    except (ValueError, OSError, ImportError) as err:  # the loader's messages name the file and the fix
+        raise InitError(f"config.init='imagenet:{path}': {err}") from None
     encoders = [e for e in ("position_encoder", "action_encoder") if e in variables["params"]["miacnet"]]
     for col in ("params", "batch_stats"):
         net = dict(variables[col]["miacnet"])
@@ -367,7 +367,7 @@ def graft(target: Any, source: Any, what: str, hint: str) -> Any:
     ]
     if problems:
         shown = problems[:12] + ([f"  ... and {len(problems) - 12} more"] if len(problems) > 12 else [])
-        raise ValueError(
+        raise checkpoints.CheckpointError(
             f"{what} does not fit the model ({len(problems)} mismatching key(s)):\n"
             + "\n".join(shown)
             + f"\n{hint}"
@@ -480,14 +480,14 @@ def aux_reconstruction(config: ml_collections.ConfigDict) -> AuxReconstruction |
     init = str(config.init).strip()
     key_line = f"finetune.aux_rec_weight={config.finetune.aux_rec_weight} needs config.init"
     if inference.is_exported_classifier(Path(init)):
-        raise ValueError(
+        raise InitError(
             f"{key_line} to be a MA2MI pre-training workdir (it holds the DiT), but config.init={init!r} is "
             "an exported classifier without a DiT; set config.init to the pre-training workdir or "
             "finetune.aux_rec_weight=0"
         )
     pre, pre_file = pretraining_config(init)
     if pre.get("objective", "reconstruction") != "reconstruction":
-        raise ValueError(
+        raise InitError(
             f"{key_line} to be a reconstruction (MA2MI) pre-training run, but {pre_file} has "
             f"objective={pre.get('objective')!r} (no DiT); use another config.init or "
             "finetune.aux_rec_weight=0"
@@ -508,7 +508,9 @@ def aux_reconstruction(config: ml_collections.ConfigDict) -> AuxReconstruction |
     elif space == "pixel":
         grid, channels = size, 3
     else:
-        raise ValueError(f"{pre_file}: unknown space={space!r} (expected 'latent' or 'pixel')")
+        raise checkpoints.CheckpointError(
+            f"{pre_file}: unknown space={space!r} (expected 'latent' or 'pixel')"
+        )
     dit = dit_lib.DiT(variant=str(config.model.dit), out_channels=channels, dtype=jnp.dtype(config.dtype))
     z = jnp.zeros((1, grid, grid, channels), jnp.float32)  # [1,h,w,ch]
     c = jnp.zeros((1, miacnet_lib.miacnet_from_config(config.model).features), jnp.float32)  # [1,C]
@@ -567,8 +569,9 @@ class _Checkpoints:
     """Orbax CheckpointManager of one group: stacked fold state + JSON meta, step = epoch."""
 
     def __init__(self, directory: Path, keep: int):
+        self.directory = directory.absolute()
         self.mngr = ocp.CheckpointManager(
-            directory.absolute(),
+            self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max(1, keep), create=True, enable_async_checkpointing=False
             ),
@@ -594,18 +597,23 @@ class _Checkpoints:
         return out["state"], out["meta"]
 
     def restore_host(self, epoch: int) -> dict:
-        """The saved state as nested dicts of numpy arrays, independent of devices and mesh."""
-        meta = self.mngr.item_metadata(epoch)["state"]
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-        with warnings.catch_warnings():  # host numpy arrays need no sharding: Orbax's note is moot here
-            warnings.filterwarnings("ignore", message="Sharding info not provided")
-            out = self.mngr.restore(
-                epoch,
-                args=ocp.args.Composite(
-                    state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args),
-                    meta=ocp.args.JsonRestore(),
-                ),
-            )
+        """The saved state as nested dicts of numpy arrays, independent of devices and mesh.
+
+        A manager that knows each item's handler reads the metadata (one without them warns that
+        every item "could not be restored").
+        """
+        handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        with ocp.CheckpointManager(self.directory, item_handlers=handlers) as reader:
+            meta = reader.item_metadata(epoch)["state"]
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+            with warnings.catch_warnings():  # host numpy arrays need no sharding: Orbax's note is moot
+                warnings.filterwarnings("ignore", message="Sharding info not provided")
+                out = reader.restore(
+                    epoch,
+                    args=ocp.args.Composite(
+                        state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args)
+                    ),
+                )
         return out["state"]
 
     def close(self) -> None:
@@ -876,9 +884,12 @@ def assemble_results(
 
 
 def run_cross_validation(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
-    """Fine-tune and evaluate every fold of the protocol; write and return the results."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Fine-tune and evaluate every fold of the protocol; write and return the results.
+
+    The workdir, config and `config.init` are checked before the data set is read, and the
+    initial weights loaded before anything is written.
+    """
+    preflight.check_finetune(config, workdir)
     _validate_config(config)
     samples, pairs = read_data(config)
     specs = fold_specs_from_protocol(config, samples)
@@ -886,13 +897,15 @@ def run_cross_validation(config: ml_collections.ConfigDict, workdir: str | Path)
     if config.finetune.final_model:
         final = FoldSpec(len(specs), FINAL_FOLD, (), np.arange(len(samples)), np.zeros(0, np.int64))
     groups = make_groups(specs, int(config.finetune.folds_per_step), int(config.train.batch_size), final)
-    _check_or_write_plan(workdir, _plan_dict(config, groups, samples))
-    checkpoints.save_config(str(workdir), config)
     model = build_classifier(config)
     variables, init_line = initial_variables(config, model)
     aux = aux_reconstruction(config)
     if aux is not None:
         init_line += f"; {aux.source}"
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _check_or_write_plan(workdir, _plan_dict(config, groups, samples))
+    checkpoints.save_config(str(workdir), config)
     log.info("init: %s", init_line)
     writer = _writer(workdir)
     histories: dict[str, dict] = {}
@@ -943,19 +956,19 @@ def run_cross_validation(config: ml_collections.ConfigDict, workdir: str | Path)
 def _validate_config(config: ml_collections.ConfigDict) -> None:
     """Reject settings that cannot work, naming the key."""
     if int(config.train.epochs) < 1:
-        raise ValueError(f"train.epochs must be >= 1, got {config.train.epochs}")
+        raise ConfigError(f"train.epochs must be >= 1, got {config.train.epochs}")
     if int(config.train.batch_size) < 1:
-        raise ValueError(f"train.batch_size must be >= 1, got {config.train.batch_size}")
+        raise ConfigError(f"train.batch_size must be >= 1, got {config.train.batch_size}")
     if int(config.finetune.folds_per_step) < 0:
-        raise ValueError(
+        raise ConfigError(
             f"finetune.folds_per_step must be >= 0 (0 = all), got {config.finetune.folds_per_step}"
         )
     aux_weight = float(config.finetune.aux_rec_weight)
     if not (math.isfinite(aux_weight) and aux_weight >= 0):
-        raise ValueError(f"finetune.aux_rec_weight must be a finite number >= 0, got {aux_weight}")
+        raise ConfigError(f"finetune.aux_rec_weight must be a finite number >= 0, got {aux_weight}")
     init = str(config.init).strip()
     if aux_weight > 0 and (init in ("", "scratch") or init.startswith("imagenet:")):
-        raise ValueError(
+        raise ConfigError(
             f"finetune.aux_rec_weight={aux_weight} keeps L_rec as an auxiliary loss, which needs the "
             f"pre-trained DiT: config.init must be a MA2MI pre-training workdir, not {init!r}. Set "
             "--config.init=<pre-training workdir> or finetune.aux_rec_weight=0"
@@ -978,7 +991,10 @@ def trained_fold_names(workdir: str | Path) -> list[str]:
     workdir = Path(workdir)
     plan_path = workdir / PLAN_JSON
     if not plan_path.exists():
-        raise FileNotFoundError(f"{workdir} is not a cross-validation workdir (no {PLAN_JSON})")
+        raise NotFoundError(
+            f"{workdir} is not a cross-validation workdir (no {PLAN_JSON}); give the --workdir of a "
+            "scripts/loso.py run"
+        )
     plan = json.loads(plan_path.read_text())
     return [
         f["name"]
@@ -997,7 +1013,7 @@ def load_fold_variables(workdir: str | Path, fold: str) -> tuple[dict, ml_collec
     config_path = workdir / checkpoints.CONFIG_FILE
     plan_path = workdir / PLAN_JSON
     if not config_path.exists() or not plan_path.exists():
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"{workdir} is not a cross-validation workdir (no {config_path.name} / {PLAN_JSON}); "
             "give the --workdir of a scripts/loso.py run"
         )
@@ -1007,9 +1023,9 @@ def load_fold_variables(workdir: str | Path, fold: str) -> tuple[dict, ml_collec
     group = next((g for g in plan["groups"] if fold in [f["name"] for f in g["folds"]]), None)
     if group is None:
         hint = " (train it with --config.finetune.final_model=True)" if fold == FINAL_FOLD else ""
-        raise ValueError(f"no fold named {fold!r} in {workdir}{hint}; folds: {', '.join(names)}")
+        raise WorkdirError(f"no fold named {fold!r} in {workdir}{hint}; folds: {', '.join(names)}")
     if not (workdir / "folds" / f"{group['name']}.json").exists():
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"fold {fold} ({group['name']}) has not finished training in {workdir}; resume the run first"
         )
     ckpt = _Checkpoints(workdir / "checkpoints" / group["name"], int(config.train.keep_checkpoints))

@@ -235,6 +235,9 @@ def save_picture(
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Pre-train (or resume) in `workdir` for the configured steps; returns the final metrics."""
+    from ma2mi_jax import preflight
+
+    preflight.check_pretrain(config, workdir)  # workdir, init and VAE folder, before any data is read
     mesh_lib.maybe_initialize_distributed()
     validate.validate_pretrain_config(config, num_devices=jax.device_count())
     workdir = os.path.abspath(workdir)
