@@ -1,6 +1,8 @@
 """Decode image files and video frames with OpenCV into square uint8 RGB arrays (no TensorFlow).
 
-Every failure is a `DataError` that names the file (and frame) and says what to do.
+Every failure is a `DataError` that names the file (and frame) and says what to do. Images are
+read as bytes and checked for truncation (`frames.truncation_problem`) before OpenCV decodes them,
+since OpenCV decodes a truncated JPEG without an error; the check costs no second decode.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ma2mi_jax.data import frames as frames_lib
 from ma2mi_jax.data.records import DataError, MacroClip
 
 
@@ -23,16 +26,33 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
+def decode_bgr(path: str) -> tuple[np.ndarray | None, str | None]:
+    """(uint8[H,W,3] BGR, None), or (None, why the file cannot be used: missing, empty, truncated, ...)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None, "file missing"
+    except OSError as err:
+        return None, f"cannot be read ({err.strerror or err})"
+    if not data:
+        return None, "file is empty (0 bytes)"
+    problem = frames_lib.truncation_problem(data[:8], data, whole=True)
+    if problem:
+        return None, problem
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        return None, "OpenCV cannot decode it (corrupt or not an image)"
+    return bgr, None
+
+
 def read_image(path: str, size: int | None = None) -> np.ndarray:
     """Read an image file as uint8[H,W,3] RGB, resized to [size,size,3] when `size` is given."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: image file not found (check the data set root and the annotation)")
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    bgr, problem = decode_bgr(path)
     if bgr is None:
-        raise DataError(
-            f"{path}: OpenCV cannot decode this image (corrupt or not an image); "
-            "replace the file, or set data.strict=False to skip the sample"
-        )
+        raise DataError(f"{path}: {problem}; replace the file, or set data.strict=False to skip the sample")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # [H,W,3]
     return rgb if size is None else resize_square(rgb, size)
 
@@ -92,8 +112,13 @@ def read_video_frames(path: str, indices: Sequence[int], size: int | None = None
     return [got[int(i)] for i in indices]
 
 
-def read_all_video_frames(path: str, size: int | None = None) -> list[np.ndarray]:
-    """Decode every frame of a video in order as uint8[H,W,3] RGB; DataError if none can be read."""
+def read_all_video_frames(
+    path: str, size: int | None = None, expected: int | None = None
+) -> list[np.ndarray]:
+    """Decode every frame of a video in order as uint8[H,W,3] RGB.
+
+    DataError if none can be read, or fewer than `expected` (the frame count its header gave).
+    """
     cap = open_video(path)
     frames = []
     try:
@@ -107,6 +132,11 @@ def read_all_video_frames(path: str, size: int | None = None) -> list[np.ndarray
         cap.release()
     if not frames:
         raise DataError(f"{path}: OpenCV decoded no frames from this video (empty or corrupt); re-encode it")
+    if expected is not None and len(frames) < expected:
+        raise DataError(
+            f"{path}: the video ends after {len(frames)} of the {expected} frames its header gives "
+            "(truncated or corrupt); re-encode it, or set data.strict=False to skip the clip"
+        )
     return frames
 
 
@@ -134,7 +164,7 @@ def read_clip_frames(clip: MacroClip, indices: Sequence[int], size: int | None =
 def read_all_clip_frames(clip: MacroClip, size: int | None = None) -> list[np.ndarray]:
     """Every frame of a clip in time order as uint8[H,W,3] RGB; DataError for an empty clip."""
     if clip.video_path is not None:
-        return read_all_video_frames(clip.video_path, size)
+        return read_all_video_frames(clip.video_path, size, expected=clip.num_frames)
     if not clip.frame_paths:
         raise DataError(f"clip {clip.clip_id}: no frames (empty clip); remove it or use data.strict=False")
     return [read_image(p, size) for p in clip.frame_paths]

@@ -12,19 +12,25 @@ Layout accepted (../shared/datasets.md):
   neither file (multi-labeled, or no split folder at all) gets label -1, emotion None.
 - The report groups clips by split ("train", "test", "unsplit") and emotion ("unlabelled").
 
-Clips with under two frames are dropped and listed; empty or unreadable clips, empty frame files
-and labels outside 1..7 are bad input (error naming clip/file/row, or listed drops when
-`strict=False`).
+Clips with under two frames are dropped and listed; empty or unreadable clips, empty or truncated
+frame files and labels outside 1..7 are bad input (error naming clip/file/row, or listed drops
+when `strict=False`). Split-file problems are bad input too; with `strict=False` they are counted
+and listed in the report's annotation problems:
+- a clip listed in a split file but not on disk ("listed but missing on disk");
+- a clip listed twice with another split or label ("conflicting labels"): it is kept unlabelled
+  (label -1, split "unsplit"), since neither row can be trusted.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from ma2mi_jax.data import folders, sheets
 from ma2mi_jax.data import frames as frames_lib
 from ma2mi_jax.data.records import DataError, MacroClip, ReadReport
+from ma2mi_jax.errors import ConfigError
 
 NAME = "dfew"
 LABEL_NAMES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")  # label 1..7
@@ -34,16 +40,42 @@ SPLIT_FILES = (
 )
 FRAMES_DIR = os.path.join("Clip", "clip_224x224")
 VIDEO_DIR = os.path.join("Clip", "clip_224x224_avi")
+MISSING_ON_DISK = "listed but missing on disk"
+CONFLICTING = "conflicting labels"
+SPLIT_HINT = (
+    "It is one of the release's EmoLabel_DataSplit files: restore it, or remove it (its clips are "
+    "then unlabelled, which MA2MI pre-training does not need)."
+)
 
 
-def read_labels(root: str, strict: bool, report: ReadReport) -> dict[int, tuple[str, str]]:
-    """Clip number -> (split, emotion name) from the set_1 split files present under `root`."""
-    labels: dict[int, tuple[str, str]] = {}
+class SplitEntry(NamedTuple):
+    """One clip's row of a split file."""
+
+    split: str  # "train" | "test"
+    emotion: str
+    where: str  # "<file>, row <n>"
+
+
+def _split_problem(report: ReadReport, strict: bool, kind: str, clip: str, message: str, then: str) -> None:
+    """Raise DataError for a split-file problem under strict reading, else list it (`then`: what follows)."""
+    if strict:
+        raise DataError(f"{message}. Correct the split file, or set data.strict=False to list such problems")
+    report.problem(kind, clip, f"{message}; {then}")
+
+
+def read_labels(root: str, strict: bool, report: ReadReport) -> dict[int, SplitEntry]:
+    """Clip number -> its split-file entry, from the set_1 split files present under `root`.
+
+    A clip listed again with another split or label is an error (strict) or listed in the report
+    and left out (so it is unlabelled).
+    """
+    labels: dict[int, SplitEntry] = {}
+    conflicting: set[int] = set()
     for split, rel in SPLIT_FILES:
         path = os.path.join(root, rel)
         if not os.path.isfile(path):
             continue
-        table = sheets.read_table(path, ("video_name", "label"))
+        table = sheets.read_table(path, ("video_name", "label"), hint=SPLIT_HINT)
         for row in table.rows:
             try:
                 clip = sheets.cell_int(row["video_name"])
@@ -57,16 +89,36 @@ def read_labels(root: str, strict: bool, report: ReadReport) -> dict[int, tuple[
                     raise DataError(message + "; correct the row or set data.strict=False") from None
                 report.drop(f"{split}:{row.text('video_name')}", message)
                 continue
-            labels.setdefault(clip, (split, LABEL_NAMES[value - 1]))
-    return labels
+            entry = SplitEntry(split, LABEL_NAMES[value - 1], table.where(row))
+            first = labels.setdefault(clip, entry)
+            if (first.split, first.emotion) != (entry.split, entry.emotion):
+                _split_problem(
+                    report, strict, CONFLICTING, f"{clip:05d}",
+                    f"{entry.where}: clip {clip} is listed as {entry.split} {entry.emotion}, but "
+                    f"{first.where} lists it as {first.split} {first.emotion}", "kept unlabelled",
+                )  # fmt: skip
+                conflicting.add(clip)
+    return {clip: entry for clip, entry in labels.items() if clip not in conflicting}
 
 
-def _label_of(name: str, labels: dict, classes: list[str]) -> tuple[str, int, str | None]:
+def _label_of(name: str, labels: dict[int, SplitEntry], classes: list[str]) -> tuple[str, int, str | None]:
     number = int(name) if name.isdigit() else None
     if number is None or number not in labels:
         return "unsplit", -1, None
-    split, emotion = labels[number]
+    split, emotion, _ = labels[number]
     return split, classes.index(emotion) if emotion in classes else -1, emotion
+
+
+def _check_listed_on_disk(
+    labels: dict[int, SplitEntry], on_disk: set[int], base: str, report: ReadReport, strict: bool
+) -> None:
+    """Every clip of the split files must be on disk (error, or listed with `strict=False`)."""
+    for clip in sorted(set(labels) - on_disk):
+        entry = labels[clip]
+        _split_problem(
+            report, strict, MISSING_ON_DISK, f"{clip:05d}",
+            f"{entry.where}: clip {clip} ({entry.split}, {entry.emotion}) is not in {base}", "ignored",
+        )  # fmt: skip
 
 
 def read(
@@ -79,7 +131,7 @@ def read(
     """List DFEW's clips (frame folders or videos) with their set_1 labels when present."""
     frames_lib.require_dir(root, "dfew root")
     if source not in ("frames", "video"):
-        raise ValueError(f"data.source must be 'frames' or 'video' for dfew, got {source!r}")
+        raise ConfigError(f"data.source must be 'frames' or 'video' for dfew, got {source!r}")
     report = ReadReport(NAME)
     labels = read_labels(root, strict, report)
     classes = [c.strip().lower() for c in class_names]
@@ -92,8 +144,12 @@ def read(
             f"dfew: {base} not found (data.source={source!r}); unpack the release's {rel} there, "
             f"or set data.source={other!r} if you have the other form."
         )
+    on_disk: set[int] = set()
     for entry in sorted(os.listdir(base), key=frames_lib.natural_key):
         path = os.path.join(base, entry)
+        stem = os.path.splitext(entry)[0] if source == "video" else entry
+        if stem.isdigit() and (os.path.isdir(path) if source == "frames" else frames_lib.is_video(entry)):
+            on_disk.add(int(stem))
         if source == "frames":
             if not os.path.isdir(path):
                 continue
@@ -109,5 +165,6 @@ def read(
                                       label=label, emotion=emotion)  # fmt: skip
         if clip is not None:
             clips.append(clip)
+    _check_listed_on_disk(labels, on_disk, base, report, strict)
     folders.require_clips(clips, report, root, f"{rel}/<clip>")
     return clips, report

@@ -1,8 +1,9 @@
 """Generic macro-expression sources for pre-training: a folder of frame folders, a folder of videos.
 
 Also the clip checks every macro reader shares (`frame_clip`, `video_clip`):
-- a frame folder is listed by parsed frame number; every frame file must exist and be non-empty
-  (frames are not decoded here: too slow for tens of thousands of clips);
+- a frame folder is listed by parsed frame number; every frame file must exist, be non-empty and,
+  for JPEG and PNG, end with its format's end marker (a truncated file; only the last few KiB of
+  each file are read, frames are not decoded here: too slow for tens of thousands of clips);
 - a video must open in OpenCV; its length is OpenCV's frame count;
 - an empty folder, an unreadable folder, an empty frame file or a video OpenCV cannot open is bad
   input: a DataError naming the clip and file, or, with `strict=False`, a listed drop;
@@ -22,8 +23,10 @@ MIN_FRAMES = 2  # a training pair needs two frames
 
 def bad_clip(report: ReadReport, strict: bool, clip_id: str, message: str) -> None:
     """Raise DataError for a bad clip under strict reading, else drop and list it."""
-    if strict:
-        raise DataError(f"clip {clip_id}: {message}. To skip such clips instead, set data.strict=False.")
+    if strict:  # from None: raised while handling the clip's own exception, which says no more
+        raise DataError(
+            f"clip {clip_id}: {message}. To skip such clips instead, set data.strict=False."
+        ) from None
     report.drop(clip_id, message)
 
 
@@ -56,9 +59,9 @@ def frame_clip(
         bad_clip(report, strict, clip_id, f"folder {folder} holds no images")
         return None
     paths = tuple(p for _, p in listed)
-    empty = frames_lib.empty_files(paths)
-    if empty:
-        bad_clip(report, strict, clip_id, f"empty image file(s) {', '.join(empty[:3])}")
+    problems = frames_lib.frame_file_problems(paths)
+    if problems:
+        bad_clip(report, strict, clip_id, frames_lib.describe_file_problems(problems))
         return None
     clip = MacroClip(dataset, clip_id, paths, None, len(paths), label=label, emotion=emotion)
     return _keep(report, clip, group)

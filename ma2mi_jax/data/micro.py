@@ -16,7 +16,10 @@ Rules, applied in this order to each row (every repair and drop goes into the Re
    frame on disk, if that precedes the apex (else dropped). Repaired: the apex is the frame the
    classifier needs most, so it is kept as annotated (SAMM `028_4_1`, `032_3_1`).
 7. Onset or apex frame not on disk: dropped (no pair can be formed).
-8. Onset and apex images must decode with OpenCV (else bad input naming the file).
+8. Onset and apex images must decode with OpenCV and be complete (a truncated JPEG, which OpenCV
+   decodes into a partly grey image, is bad input naming the file).
+9. Onset and apex must have the same height and width (else bad input naming both files): each is
+   resized to the square input size on its own, so frames of different sizes would not line up.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ma2mi_jax.data import decode
 from ma2mi_jax.data import frames as frames_lib
 from ma2mi_jax.data.records import DataError, MicroSample, ReadReport
 from ma2mi_jax.data.sheets import cell_int, cell_text
@@ -131,10 +135,18 @@ def _validate(ann: Annotation, emotion: str, label: int, dataset: str) -> tuple[
             span = f"{numbers[0]}..{numbers[-1]}"
             raise _DropRowError(f"{name} frame {n} not on disk in {folder} (frames {span})")
     paths = dict(listed)
+    sizes = {}
     for name, n in (("onset", onset), ("apex", apex)):
-        problem = frames_lib.image_problem(paths[n])
-        if problem:
+        image, problem = decode.decode_bgr(paths[n])
+        if image is None:
             raise _BadRowError(f"{name} image {paths[n]}: {problem}; replace it from the release")
+        sizes[name] = image.shape[:2]
+    if sizes["onset"] != sizes["apex"]:
+        (oh, ow), (ah, aw) = sizes["onset"], sizes["apex"]
+        raise _BadRowError(
+            f"onset image {paths[onset]} is {ow}x{oh} pixels but apex image {paths[apex]} is {aw}x{ah}: "
+            "resized separately they would not line up; replace them with frames of one crop"
+        )
     sample = MicroSample(
         dataset=dataset,
         clip_id=ann.clip_id,
@@ -152,10 +164,10 @@ def _validate(ann: Annotation, emotion: str, label: int, dataset: str) -> tuple[
 
 def bad_row(report: ReadReport, strict: bool, clip_id: str, where: str, message: str) -> None:
     """Raise DataError for bad input under strict reading, else drop and list it."""
-    if strict:
+    if strict:  # from None: raised while handling the row's own exception, which says no more
         raise DataError(
             f"{where} ({clip_id}): {message}. To skip such samples instead, set data.strict=False."
-        )
+        ) from None
     report.drop(clip_id, f"{message} [{where}]")
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ma2mi_jax.data import afew, casme2, dfew, ferv39k, folders, mmew, samm
+from ma2mi_jax.data import afew, casme2, dfew, ferv39k, folders, frames, mmew, samm
 from ma2mi_jax.data.records import DataError, MacroClip, MicroSample, ReadReport
+from ma2mi_jax.errors import ConfigError
 
 MICRO_READERS = {"casme2": casme2.read, "samm": samm.read, "mmew": mmew.read}
 MACRO_NAMES = ("dfew", "ferv39k", "afew", "frames", "videos")
@@ -25,8 +26,10 @@ def _root(cfg: Any) -> str:
     if not root:
         raise DataError("no data set folder given: set data.root (e.g. --config.data.root=/data/CASME2)")
     if not os.path.isdir(root):
+        problem = frames.path_problem(root)
+        found = "not found" if problem == "does not exist" else problem
         raise DataError(
-            f"data set folder {root} not found (config key data.root); check the path or pass "
+            f"data set folder {root} {found} (config key data.root); check the path or pass "
             "--config.data.root=<folder>"
         )
     return root
@@ -35,7 +38,7 @@ def _root(cfg: Any) -> str:
 def _name(cfg: Any, valid: tuple[str, ...]) -> str:
     name = str(_get(cfg, "name", ""))
     if name not in valid:
-        raise ValueError(f"data.name={name!r} is not a data set this job reads; valid names: {list(valid)}")
+        raise ConfigError(f"data.name={name!r} is not a data set this job reads; valid names: {list(valid)}")
     return name
 
 

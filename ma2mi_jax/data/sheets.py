@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ from ma2mi_jax.data.records import DataError
 
 # How many rows from the top are searched for the header row.
 HEADER_SEARCH_ROWS = 60
+SHEET_HINT = "Is this the right annotation file (config key data.sheet)?"
 SHEET_SUFFIXES = (".xlsx", ".xlsm", ".csv")
 
 
@@ -95,12 +97,12 @@ def _xlsx_sheets(path: str) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as err:  # openpyxl raises many types for a broken file
+    except Exception as err:  # openpyxl raises many types for a broken file; the message names it
         raise DataError(
             f"cannot read the annotation sheet {path}: {type(err).__name__}: {err}. "
             "Check that it is an intact .xlsx file (re-save it from a spreadsheet program) "
             "or export it as .csv and point data.sheet at it."
-        ) from err
+        ) from None
     try:
         for ws in book.worksheets:
             yield ws.title, [tuple(r) for r in ws.iter_rows(values_only=True)]
@@ -113,7 +115,7 @@ def _csv_rows(path: str) -> list[tuple[Any, ...]]:
         with open(path, newline="", encoding="utf-8-sig") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read the annotation sheet {path}: {err}") from err
+        raise DataError(f"cannot read {path}: {err}") from None
     try:
         dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
@@ -129,6 +131,33 @@ def _find_header(rows: Sequence[tuple[Any, ...]], required: Sequence[str]) -> in
     return None
 
 
+def _closest_header_row(
+    rows: Sequence[tuple[Any, ...]], required: Sequence[str]
+) -> tuple[int, list[str], list[str]] | None:
+    """(row index, required headers it lacks, its other cells) of the row holding most (half or more)."""
+    want = {header_key(r) for r in required}
+    best = None
+    for i, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        keys = {header_key(c) for c in row}
+        found = len(want & keys)
+        if 2 * found >= len(want) and (best is None or found > best[0]):
+            missing = [r for r in required if header_key(r) not in keys]
+            others = [cell_text(c) for c in row if cell_text(c) and header_key(c) not in want]
+            best = (found, i, missing, others)
+    return None if best is None else best[1:]
+
+
+def _missing_headers_message(path: str, title: str, at: int, missing: list[str], others: list[str]) -> str:
+    """Name each missing header, and the cell of the header row that looks like a renamed copy of it."""
+    sheet = f", sheet {title!r}" if title else ""
+    parts = []
+    for name in missing:
+        near = difflib.get_close_matches(header_key(name), [header_key(c) for c in others], n=1, cutoff=0.6)
+        shown = next((c for c in others if near and header_key(c) == near[0]), None)
+        parts.append(f"{name!r}" + (f" (is {shown!r} meant? rename it)" if shown else ""))
+    return f"{path}{sheet}: the header row (row {at + 1}) has no column {', '.join(parts)}"
+
+
 def _preview(rows: Sequence[tuple[Any, ...]]) -> str:
     for row in rows[:HEADER_SEARCH_ROWS]:
         cells = [cell_text(c) for c in row if cell_text(c)]
@@ -137,13 +166,15 @@ def _preview(rows: Sequence[tuple[Any, ...]]) -> str:
     return "(no non-empty row)"
 
 
-def read_table(path: str, required: Sequence[str]) -> Table:
+def read_table(path: str, required: Sequence[str], *, hint: str = SHEET_HINT) -> Table:
     """Read the first sheet of `path` that has a row holding every `required` header, by content.
 
-    Raises DataError naming the file when it is missing, unreadable, old .xls, or has no such row.
+    Raises DataError naming the file when it is missing, unreadable, old .xls, or has no such row;
+    a row holding some of the headers is named with the missing ones. `hint` ends the messages
+    (what the file is and which config key names it).
     """
     if not os.path.isfile(path):
-        raise DataError(f"annotation sheet not found: {path}. Check the path (config key data.sheet).")
+        raise DataError(f"annotation sheet not found: {path}. {hint}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".xls":
         raise DataError(
@@ -156,11 +187,15 @@ def read_table(path: str, required: Sequence[str]) -> Table:
     sheets: Iterable[tuple[str, list[tuple[Any, ...]]]]
     sheets = [("", _csv_rows(path))] if suffix == ".csv" else _xlsx_sheets(path)
     first_preview = None
+    closest = None
     for title, rows in sheets:
         at = _find_header(rows, required)
         if first_preview is None:
             first_preview = _preview(rows)
         if at is None:
+            near = _closest_header_row(rows, required)
+            if near is not None and (closest is None or len(near[1]) < len(closest[2])):
+                closest = (title, *near)
             continue
         headers = tuple(header_key(c) for c in rows[at])
         body = []
@@ -170,10 +205,11 @@ def read_table(path: str, required: Sequence[str]) -> Table:
             cells = {h: v for h, v in zip(headers, raw, strict=False) if h}
             body.append(Row(number=i, cells=cells))
         return Table(path=path, sheet=title, header_row=at + 1, headers=headers, rows=tuple(body))
+    if closest is not None:
+        raise DataError(_missing_headers_message(path, *closest) + f". {hint}")
     raise DataError(
         f"{path}: no row with the expected headers {list(required)} in the first {HEADER_SEARCH_ROWS} "
-        f"rows of any sheet (first non-empty row reads: {first_preview}). Is this the right "
-        "annotation file (config key data.sheet)?"
+        f"rows of any sheet (first non-empty row reads: {first_preview}). {hint}"
     )
 
 
