@@ -143,6 +143,7 @@ def test_scripts_export_and_predict(trained, tmp_path, compile_cache):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert exp.returncode == 0, exp.stderr[-2000:]
+    assert "could not be restored" not in exp.stderr  # no Orbax warnings on a normal export
     samples, _ = finetune.read_data(config)
     s = next(s for s in samples if s.subject == "sub04")
     clip = os.path.dirname(s.onset_path)
