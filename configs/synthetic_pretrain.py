@@ -27,4 +27,7 @@ def get_config(arg: str | None = None):
     c.train.log_every = 10
     c.train.checkpoint_every = 100
     c.train.picture_every = 100
+    c.train.eval_clips = 30
+    c.train.eval_pairs = 128
+    c.train.eval_every = 100
     return configlib.finalize(c, arg)

@@ -35,10 +35,12 @@ def _model() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "resnet_width": 64,  # ResNet18 base width (64 = torchvision); the trunk ends at 8x this.
-            "fusion": "add",  # add | mul | concat | none  (none = "w/o FPE", Table 4)
+            "fusion": "add",  # add | mul | concat | concat_relu | add_conv | none (= "w/o FPE", Table 4)
             "dit": "B/2",  # DiT variant/patch: S, B, L, XL (and T, tiny) with patch 2, 4, 8, ...
             # Pre-training: True keeps L_rec away from the position encoder (independent branches).
             "stop_position_grad": True,
+            # True: the DiT predicts z_{t+k} - z_t (added to z_t), starting exactly at "copy z_t".
+            "dit_residual": False,
         }
     )
 
@@ -47,7 +49,8 @@ def _vae() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "path": "",  # local diffusers-format sd-vae-ft-ema folder; "" = random init (warns)
-            "scaling_factor": 0.18215,
+            # 0 = the VAE folder's own config.json value (SD's 0.18215 for the random VAE)
+            "scaling_factor": 0.0,
             # Architecture used only when no folder is given (random init): SD's by default.
             "block_out_channels": (128, 256, 512, 512),
             "layers_per_block": 2,
@@ -118,6 +121,11 @@ def pretrain_base() -> ml_collections.ConfigDict:
             "checkpoint_every": 1000,
             "keep_checkpoints": 3,
             "picture_every": 1000,
+            # Diagnostics (train/diagnostics.py): clips held out of training, fixed pairs drawn from
+            # them, evaluated every eval_every steps (0 = only at the end) and at the end.
+            "eval_clips": 256,
+            "eval_pairs": 512,
+            "eval_every": 1000,
         }
     )
     return c
@@ -179,11 +187,68 @@ def finetune_base() -> ml_collections.ConfigDict:
             "final_model": False,  # also train one model on all subjects for export
         }
     )
+    # scripts/probe.py: linear probe of the frozen MIACNet of config.init (ma2mi_jax/probe.py).
+    c.probe = ml_collections.ConfigDict(
+        {
+            "features": "c",  # c | c+action (c with the global average of the action map)
+            "C": 1.0,  # inverse L2 strength of the balanced logistic regression
+            "max_iter": 2000,
+            "bn_batch": 256,  # pairs per chunk for the BatchNorm re-estimation and the features
+        }
+    )
     return c
+
+
+def autoencoder_base() -> ml_collections.ConfigDict:
+    """Defaults for training a domain VAE on macro frames (train/autoencoder.py)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.workdir = "workdirs/autoencoder"  # the diffusers-format output folder (use it as vae.path)
+    c.vae = _vae()
+    c.data = ml_collections.ConfigDict(
+        {
+            "name": "dfew",
+            "root": "",
+            "source": "frames",
+            "image_size": 224,
+            "face_crop": False,
+            "strict": True,
+        }
+    )
+    c.train = ml_collections.ConfigDict(
+        {
+            "steps": 20000,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "final_lr_ratio": 0.1,
+            "grad_clip": 1.0,
+            "kl_weight": 1e-6,  # SD's KL weight (per summed pixel error)
+            "frames_per_clip": 4,  # evenly spaced frames decoded once per clip
+            "eval_clips": 256,  # held out for PSNR (the same draw as pre-training's diagnostics)
+            "log_every": 50,
+        }
+    )
+    return c
+
+
+def _shrink_autoencoder(c: ml_collections.ConfigDict) -> None:
+    c.vae.block_out_channels = (8, 16, 16)
+    c.vae.layers_per_block = 1
+    c.data.image_size = 32
+    c.train.steps = 4
+    c.train.batch_size = 4
+    c.train.frames_per_clip = 2
+    c.train.eval_clips = 2
+    c.train.log_every = 2
+    c.workdir = c.workdir.rstrip("/") + "_tiny"
 
 
 def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
     """Shrink sizes and schedules in place so the config runs on a CPU in seconds."""
+    if "model" not in c:  # the autoencoder config
+        _shrink_autoencoder(c)
+        return
     c.model.resnet_width = 8
     c.model.dit = "T/2" if c.get("space", "latent") == "latent" else "T/4"
     c.vae.block_out_channels = (8, 16, 16)
@@ -197,6 +262,9 @@ def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
         c.train.log_every = 1
         c.train.checkpoint_every = 2
         c.train.picture_every = 2
+        c.train.eval_clips = 2
+        c.train.eval_pairs = 4
+        c.train.eval_every = 2
     else:
         c.train.epochs = 2
     c.workdir = c.workdir.rstrip("/") + "_tiny"

@@ -17,7 +17,13 @@ from ma2mi_jax.train import state as state_lib
 from ma2mi_jax.train import steps
 
 # The run every end-to-end test compares with: 6 steps, checkpoints at 2, 4, 6, pictures at 3 and 6.
-RUN = {"train.steps": 6, "train.checkpoint_every": 2, "train.picture_every": 3, "train.log_every": 1}
+RUN = {
+    "train.steps": 6,
+    "train.checkpoint_every": 2,
+    "train.picture_every": 3,
+    "train.log_every": 1,
+    "train.eval_every": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +91,11 @@ def _fixed_batch(config, seed=0):
         "frame1": jnp.asarray(np.roll(base, 2, axis=2)),
         "label": jnp.arange(b) % 3,
     }
+
+
+def _diagnostics(workdir: str) -> dict:
+    with open(os.path.join(workdir, "diagnostics.json")) as f:
+        return json.load(f)
 
 
 def _setup(config):
@@ -240,6 +251,14 @@ def test_run_writes_checkpoints_pictures_tensorboard_and_metrics(unbroken):
         assert json.load(f)["train"]["steps"] == 6
     with open(os.path.join(workdir, "metrics.json")) as f:
         assert json.load(f)["step"] == 6
+    # diagnostics on the held-out pairs: every eval_every steps and at the end, in the log too
+    diag = _diagnostics(workdir)
+    assert diag["step"] == 6 and [h["step"] for h in diag["history"]] == [3, 6]
+    for key in ("rec", "copy", "shuffled_c", "static_c", "pixel_rec", "pixel_copy", "vae_floor"):
+        assert np.isfinite(diag[key]) and diag[key] > 0, key
+    assert diag["eval_pairs"] == 4 and "eval/rec" in tags and "eval/shuffled_c" in tags
+    assert re.search(r"eval step 6: rec [0-9.]+ +copy", out) and "against a shuffled c" in out
+    assert "(2 more held out for diagnostics)" in out
 
 
 @pytest.mark.slow
@@ -260,6 +279,10 @@ def test_killed_run_resumes_to_the_same_parameters(unbroken, tmp_path, compile_c
             jax.tree_util.tree_leaves(ref[key]), jax.tree_util.tree_leaves(got[key]), strict=True
         ):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # the diagnostics' history continues across the kill: the same figures as the unbroken run
+    ref_h, got_h = _diagnostics(workdir_ref)["history"], _diagnostics(workdir)["history"]
+    assert [h["step"] for h in got_h] == [3, 6]
+    np.testing.assert_allclose([h["rec"] for h in got_h], [h["rec"] for h in ref_h], rtol=1e-5)
     # A finished run started again has nothing left to do and keeps its parameters.
     again = run_subprocess(overrides, workdir, cache_dir=compile_cache)
     assert again.returncode == 0 and "resumed from step 6" in again.stdout, again.stderr[-2000:]

@@ -5,6 +5,7 @@ Workdir layout:
     tensorboard/          scalars: loss terms, learning rate, gradient norm, samples/s
     pictures/step_XXXXXX.png   x_t, x_{t+k}, decoded prediction, |difference| (Fig. 6a)
     config.json, metrics.json (final), latents/ (VAE latent cache when data.latent_cache)
+    diagnostics.json   held-out pairs: L_rec against the copy / shuffled-c / static-c baselines
 
 A run resumes from the workdir's newest checkpoint (parameters, optimiser, step, data position),
 else starts from `config.init`'s parameters, else from scratch; a killed and restarted run ends
@@ -28,6 +29,7 @@ from ma2mi_jax.data import pipeline, readers
 from ma2mi_jax.data.records import DataError, MacroClip
 from ma2mi_jax.models import flops as flops_lib
 from ma2mi_jax.models import vae as vae_lib
+from ma2mi_jax.train import diagnostics as diagnostics_lib
 from ma2mi_jax.train import mesh as mesh_lib
 from ma2mi_jax.train import observe, steps, validate
 from ma2mi_jax.train import state as state_lib
@@ -50,7 +52,8 @@ class Run:
 
     config: ml_collections.ConfigDict
     workdir: str
-    clips: list[MacroClip]
+    clips: list[MacroClip]  # training clips (the held-out evaluation clips removed)
+    eval_clips: list[MacroClip]
     models: state_lib.Models
     vae: vae_lib.FrozenVAE | None
     total_steps: int
@@ -85,14 +88,16 @@ def total_steps_of(config: ml_collections.ConfigDict, num_clips: int) -> tuple[i
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> Run:
     """Read the data, build the models and the frozen VAE, count the steps."""
-    clips = read_clips(config)
+    clips, eval_clips = diagnostics_lib.hold_out(
+        read_clips(config), int(config.train.eval_clips), int(config.train.batch_size), int(config.seed)
+    )
     total, per_epoch = total_steps_of(config, len(clips))
     vae = None
     if config.objective == "reconstruction" and config.space == "latent":
         vae = vae_lib.vae_from_config(config.vae, config.data.image_size, seed=config.seed)
     num_classes = len(tuple(config.data.class_names))
     models = state_lib.build_models(config, num_classes, vae)
-    return Run(config, workdir, clips, models, vae, total, per_epoch, mesh_lib.make_mesh())
+    return Run(config, workdir, clips, eval_clips, models, vae, total, per_epoch, mesh_lib.make_mesh())
 
 
 def make_iterator(run: Run) -> Any:
@@ -244,7 +249,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     os.makedirs(workdir, exist_ok=True)
     run = prepare(config, workdir)
     say(
-        f"pre-training: {len(run.clips)} clips, {run.total_steps} steps ({run.steps_per_epoch}/epoch), "
+        f"pre-training: {len(run.clips)} clips ({len(run.eval_clips)} more held out for diagnostics), "
+        f"{run.total_steps} steps ({run.steps_per_epoch}/epoch), "
         f"batch {config.train.batch_size} on {jax.device_count()} device(s), objective={config.objective}, "
         f"space={config.space}"
     )
@@ -292,6 +298,9 @@ def _loop(
         else None
     )
     loop = Loop(run, ckpts, start)
+    diag = diagnostics_lib.build(c, run.models, run.vae, run.eval_clips, run.workdir)
+    if diag is not None:
+        diag.resume(start)
     compiled, xla_flops = None, 0.0
     try:
         for step in range(start, run.total_steps):
@@ -313,6 +322,11 @@ def _loop(
             if picture:
                 t0 = time.perf_counter()
                 save_picture(run, predict, state, vae_params, batch, host, done)
+                loop.speed.exclude(time.perf_counter() - t0)
+            periodic = c.train.eval_every > 0 and done % c.train.eval_every == 0
+            if diag is not None and (periodic or done == run.total_steps):
+                t0 = time.perf_counter()
+                evaluate(loop, diag, state, vae_params, done)
                 loop.speed.exclude(time.perf_counter() - t0)
             if save:
                 ckpts.save(done, state.as_dict(), iterator.get_state(), c)
@@ -341,4 +355,23 @@ def _loop(
         )
     else:
         say(f"nothing to do: the workdir's checkpoint is already at the last step {run.total_steps}")
+    if diag is not None and diag.history:
+        say(diagnostics_lib.summary_line(diag.history[-1]))
     return result
+
+
+def evaluate(
+    loop: Loop, diag: diagnostics_lib.Diagnostics, state: TrainState, vae_params: Any, step: int
+) -> None:
+    """Run the diagnostics at `step`: diagnostics.json, TensorBoard "eval/*" and one console line."""
+    entry = diag.evaluate(step, state.params, state.batch_stats, vae_params)
+    loop.scalars.write(step, diagnostics_lib.tensorboard_values(entry))
+    if "rec" in entry:
+        line = (
+            f"eval step {step}: rec {entry['rec']:.4f}  copy {entry['copy']:.4f}  "
+            f"shuffled_c {entry['shuffled_c']:.4f}  static_c {entry['static_c']:.4f}  "
+            f"(rec/copy {entry['rec_over_copy']:.3f}, shuffled/rec {entry['shuffled_over_rec']:.3f})"
+        )
+    else:
+        line = f"eval step {step}: accuracy {entry['accuracy']:.3f}  ce {entry['ce']:.4f}"
+    say(line, loop.progress)

@@ -8,11 +8,11 @@ import re
 import ml_collections
 
 from ma2mi_jax.errors import ConfigError
+from ma2mi_jax.models.miacnet import FUSIONS
 
 DTYPES = ("float32", "bfloat16")
 OBJECTIVES = ("reconstruction", "supervised")
 SPACES = ("latent", "pixel")
-FUSIONS = ("add", "mul", "concat", "none")
 CON_FORMS = ("ce", "cos")
 # "B/2", "XL/4", "T/2": a size name and a patch size.
 _DIT_NAME = re.compile(r"^\s*([A-Za-z]+)\s*/\s*(\d+)\s*$")
@@ -69,6 +69,11 @@ def _check_train(t: ml_collections.ConfigDict, num_devices: int, problems: list[
             problems.append(f"train.{key}={t[key]} must be positive")
     if t.picture_every < 0:
         problems.append(f"train.picture_every={t.picture_every} must be >= 0 (0 = off)")
+    for key, zero in (("eval_every", "only at the end"), ("eval_clips", "no diagnostics")):
+        if t[key] < 0:
+            problems.append(f"train.{key}={t[key]} must be >= 0 (0 = {zero})")
+    if t.eval_clips > 0 and t.eval_pairs <= 0:
+        problems.append(f"train.eval_pairs={t.eval_pairs} must be positive when train.eval_clips > 0")
 
 
 def _check_data(c: ml_collections.ConfigDict, problems: list[str]) -> None:
@@ -128,9 +133,10 @@ def _check_vae(c: ml_collections.ConfigDict, problems: list[str]) -> None:
             f"vae.path={v.path!r} is not a folder; point it at a diffusers-format sd-vae-ft-ema folder "
             "(see third_party/README.md) or set --config.vae.path='' for a random VAE"
         )
-    if v.scaling_factor <= 0 or v.latent_channels <= 0 or not tuple(v.block_out_channels):
+    if v.scaling_factor < 0 or v.latent_channels <= 0 or not tuple(v.block_out_channels):
         problems.append(
-            "vae.scaling_factor, vae.latent_channels must be positive and vae.block_out_channels non-empty"
+            "vae.scaling_factor must be >= 0 (0 = the VAE folder's own), vae.latent_channels positive and "
+            "vae.block_out_channels non-empty"
         )
 
 
