@@ -40,6 +40,8 @@ _DIFFUSERS_LOGGERS = (
     "diffusers.models.unets.unet_2d_blocks_flax",
 )
 DEPRECATION_PREFIX = "Flax classes are deprecated"
+# Stable Diffusion's latent scaling (diffusers' default when a config.json names none).
+SD_SCALING_FACTOR = 0.18215
 # diffusers' GroupNorm default; smaller widths (tiny configs) use the largest divisor that fits.
 MAX_NORM_GROUPS = 32
 RANDOM_VAE_WARNING = (
@@ -281,13 +283,18 @@ def load_vae(
     block_out_channels: tuple[int, ...] = (128, 256, 512, 512),
     layers_per_block: int = 2,
     latent_channels: int = 4,
-    scaling_factor: float = 0.18215,
+    scaling_factor: float = 0.0,
     seed: int = 0,
 ) -> FrozenVAE:
-    """Load a diffusers-format VAE folder, or build a random one (loud warning) when path is ""."""
+    """Load a diffusers-format VAE folder, or build a random one (loud warning) when path is "".
+
+    `scaling_factor` 0 takes the folder's config.json value (SD's 0.18215 for the random VAE); any
+    other value overrides it, with a warning when they differ.
+    """
     if not path:
         log.warning(RANDOM_VAE_WARNING)
         warnings.warn(RANDOM_VAE_WARNING, UserWarning, stacklevel=2)
+        scaling_factor = scaling_factor or SD_SCALING_FACTOR
         module = build_vae_module(block_out_channels, layers_per_block, latent_channels, scaling_factor)
         params = init_vae_params(module, image_size, seed)
     else:
@@ -297,8 +304,10 @@ def load_vae(
                 "sd-vae-ft-ema folder, or to '' for a random VAE (tests only)"
             )
         module, params = _load_folder(path)
-        file_factor = float(module.config.get("scaling_factor", scaling_factor))
-        if not np.isclose(file_factor, scaling_factor):
+        file_factor = float(module.config.get("scaling_factor", SD_SCALING_FACTOR))
+        if not scaling_factor:
+            scaling_factor = file_factor
+        elif not np.isclose(file_factor, scaling_factor):
             log.warning(
                 "%s: config.json scaling_factor %.5f differs from vae.scaling_factor %.5f; using the latter",
                 path,
