@@ -113,6 +113,22 @@ def test_adaln_zero_init_gives_exact_zero_and_c_conditions_after_training():
     assert float(jnp.abs(y - apply(moved, z + 1.0, c)).mean()) > 1e-4
 
 
+def test_residual_dit_starts_exactly_at_its_input_and_adds_the_same_change():
+    kz, kc = jax.random.split(jax.random.PRNGKey(2))
+    z = jax.random.normal(kz, (2, 8, 8, 4))
+    c = jax.random.normal(kc, (2, 16))
+    plain, residual = dit.DiT("T/2"), dit.DiT("T/2", residual=True)
+    variables = jax.jit(plain.init)(jax.random.key(1, impl="rbg"), z, c)  # same parameters for both
+    np.testing.assert_array_equal(residual.apply(variables, z, c), z)  # copies z_t at initialisation
+    rng = np.random.default_rng(1)
+    moved = jax.tree.map(lambda x: x + 0.05 * rng.standard_normal(x.shape).astype(np.float32), variables)
+    np.testing.assert_allclose(
+        residual.apply(moved, z, c), z + plain.apply(moved, z, c), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="residual DiT needs out_channels"):
+        dit.DiT("T/2", out_channels=3, residual=True).init(jax.random.key(0), z, c)
+
+
 def _dit_reference_pos_embed(embed_dim: int, grid_size: int) -> np.ndarray:
     """facebookresearch/DiT models.get_2d_sincos_pos_embed, restated."""
     grid_h = np.arange(grid_size, dtype=np.float32)

@@ -43,7 +43,7 @@ def test_normalize_imagenet_uint8_and_float():
     np.testing.assert_array_equal(out, miacnet.normalize_imagenet(frames.astype(jnp.float32)))
 
 
-@pytest.mark.parametrize("fusion", ["add", "mul", "concat", "none"])
+@pytest.mark.parametrize("fusion", ["add", "mul", "concat", "concat_relu", "add_conv", "none"])
 def test_outputs_and_fusions_tiny(fusion, add_vars):
     model = miacnet.MIACNet(width=W, fusion=fusion)
     f0, f1 = _frames(0), _frames(1)
@@ -52,10 +52,11 @@ def test_outputs_and_fusions_tiny(fusion, add_vars):
     if fusion == "none":
         assert "position_encoder" not in shapes["params"]
         params.pop("position_encoder")
-    if fusion == "concat":
-        assert shapes["params"]["fuse_conv"]["kernel"].shape == (1, 1, 16 * W, 8 * W)
-        k = np.random.default_rng(0).normal(0, 0.1, (1, 1, 16 * W, 8 * W)).astype(np.float32)
-        params["fuse_conv"] = {"kernel": jnp.asarray(k), "bias": jnp.zeros(8 * W)}
+    if fusion in miacnet.CONV_FUSIONS:
+        shape = (3, 3, 8 * W, 8 * W) if fusion == "add_conv" else (1, 1, 16 * W, 8 * W)
+        assert shapes["params"]["fuse_conv"]["kernel"].shape == shape
+        k = np.random.default_rng(0).normal(0, 0.1, shape).astype(np.float32)
+        params["fuse_conv"] = {"kernel": jnp.asarray(k), "bias": jnp.full(8 * W, -0.05)}
     stats = {k: v for k, v in add_vars["batch_stats"].items() if k in params}
     assert jax.tree.map(lambda x: x.shape, shapes["params"]) == jax.tree.map(lambda x: x.shape, params)
     out = model.apply({"params": params, "batch_stats": stats}, f0, f1, train=False)
@@ -71,8 +72,12 @@ def test_outputs_and_fusions_tiny(fusion, add_vars):
         np.testing.assert_allclose(out["c"], (A + P).mean((1, 2)), rtol=1e-5, atol=1e-6)
     elif fusion == "mul":
         np.testing.assert_allclose(out["c"], (A * P).mean((1, 2)), rtol=1e-5, atol=1e-6)
+    elif fusion == "add_conv":  # a 1x1 map: only the 3x3 kernel's centre tap sees a value
+        F = jax.nn.relu((A + P) @ params["fuse_conv"]["kernel"][1, 1] - 0.05)
+        np.testing.assert_allclose(out["c"], F.mean((1, 2)), rtol=1e-4, atol=1e-5)
     else:
-        F = jnp.concatenate([A, P], -1) @ params["fuse_conv"]["kernel"][0, 0]
+        F = jnp.concatenate([A, P], -1) @ params["fuse_conv"]["kernel"][0, 0] - 0.05
+        F = jax.nn.relu(F) if fusion == "concat_relu" else F
         np.testing.assert_allclose(out["c"], F.mean((1, 2)), rtol=1e-4, atol=1e-5)
 
 
@@ -218,3 +223,5 @@ def test_flops_two_trunks_and_fusion():
     assert flops.miacnet_flops(224, 64) == flops.miacnet_flops(224, 64, "mul") == 2 * trunk
     assert flops.miacnet_flops(224, 64, "none") == trunk
     assert flops.miacnet_flops(224, 64, "concat") == 2 * trunk + 2 * (1024 * 512) * 7 * 7
+    assert flops.miacnet_flops(224, 64, "concat_relu") == flops.miacnet_flops(224, 64, "concat")
+    assert flops.miacnet_flops(224, 64, "add_conv") == 2 * trunk + 2 * (512 * 512 * 9) * 7 * 7

@@ -166,11 +166,16 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """DiT(z [B,H,W,Cin], c [B,Dc]) -> prediction [B,H,W,out_channels or Cin] in float32."""
+    """DiT(z [B,H,W,Cin], c [B,Dc]) -> prediction [B,H,W,out_channels or Cin] in float32.
+
+    `residual`: the prediction is z + DiT's output, so the zero-initialised final layer starts
+    exactly at "copy z" and everything learned is the change z_{t+k} - z_t (method.md).
+    """
 
     variant: str = "B/2"
     out_channels: int | None = None
     dtype: Any = jnp.float32
+    residual: bool = False
 
     @property
     def spec(self) -> DiTSpec:
@@ -200,4 +205,9 @@ class DiT(nn.Module):
         for i in range(spec.depth):
             x = DiTBlock(spec.hidden, spec.heads, spec.mlp_ratio, self.dtype, name=f"blocks_{i}")(x, cond)
         x = FinalLayer(p, out_channels, self.dtype, name="final_layer")(x, cond)  # [B,T,p*p*Cout]
-        return unpatchify(x, p, h, w).astype(jnp.float32)
+        out = unpatchify(x, p, h, w).astype(jnp.float32)  # [B,H,W,Cout]
+        if self.residual:
+            if out_channels != C:
+                raise ValueError(f"a residual DiT needs out_channels = input channels ({out_channels}, {C})")
+            out = out + z.astype(jnp.float32)
+        return out

@@ -60,17 +60,18 @@ def resnet18_flops(image_size: int, width: int = 64) -> int:
 
 
 def miacnet_flops(image_size: int, width: int = 64, fusion: str = "add") -> int:
-    """Forward FLOPs of MIACNet: action trunk, position trunk (unless fusion 'none'), 1x1 conv for concat."""
+    """Forward FLOPs of MIACNet: action trunk, position trunk (unless fusion 'none'), the fusion's conv."""
     trunk = resnet18_flops(image_size, width)
     if fusion == "none":
         return trunk
     total = 2 * trunk
-    if fusion == "concat":
+    if fusion in ("concat", "concat_relu", "add_conv"):
         s = image_size
         for _ in range(5):
             s = _conv_out(s, 3, 2, 1)
         c = 8 * width
-        total += MAC * 2 * c * c * s * s
+        cin, k = (c, 3) if fusion == "add_conv" else (2 * c, 1)
+        total += MAC * cin * c * k * k * s * s
     return total
 
 

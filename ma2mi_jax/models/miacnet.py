@@ -1,7 +1,12 @@
 """MIACNet: position encoder on x_t, action encoder on x_{t+k} - x_t, fusion, pooled condition c.
 
-method.md, "MIACNet": A = F_a(norm(x_{t+k}) - norm(x_t)), P = F_p(norm(x_t)),
-c = GAP(fuse(A, P)) with fuse in {add (default), mul, concat (+1x1 conv), none (drops F_p)}.
+method.md, "MIACNet": A = F_a(norm(x_{t+k}) - norm(x_t)), P = F_p(norm(x_t)), c = GAP(fuse(A, P)):
+    add          A + P               GAP(A + P) = GAP(A) + GAP(P): P only adds a per-image offset
+    mul          A * P               P weights the motion features place by place
+    concat       1x1 conv [A, P]     linear, so it too splits into GAP(A) and GAP(P) terms
+    concat_relu  ReLU(1x1 conv [A, P])   a non-linearity before pooling lets P gate A per place
+    add_conv     ReLU(3x3 conv (A + P))  one spatially mixing layer before pooling
+    none         A                   no position encoder ("w/o FPE")
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import jax.numpy as jnp
 
 from ma2mi_jax.models.resnet import ResNet18Trunk
 
-FUSIONS = ("add", "mul", "concat", "none")
+FUSIONS = ("add", "mul", "concat", "concat_relu", "add_conv", "none")
+# Fusions with a learned layer after the encoders (its parameters are "fuse_conv").
+CONV_FUSIONS = {"concat": 1, "concat_relu": 1, "add_conv": 3}
 # ImageNet statistics on the [0, 255] scale (torchvision's mean/std times 255).
 IMAGENET_MEAN = (0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0)
 IMAGENET_STD = (0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0)
@@ -56,8 +63,9 @@ class MIACNet(nn.Module):
         self.action_encoder = ResNet18Trunk(self.width, self.dtype)
         if self.fusion != "none":
             self.position_encoder = ResNet18Trunk(self.width, self.dtype)
-        if self.fusion == "concat":
-            self.fuse_conv = nn.Conv(8 * self.width, (1, 1), dtype=self.dtype, param_dtype=jnp.float32)
+        if self.fusion in CONV_FUSIONS:
+            k = CONV_FUSIONS[self.fusion]
+            self.fuse_conv = nn.Conv(8 * self.width, (k, k), dtype=self.dtype, param_dtype=jnp.float32)
 
     @property
     def features(self) -> int:
@@ -83,8 +91,11 @@ class MIACNet(nn.Module):
             F = A + Pf
         elif self.fusion == "mul":
             F = A * Pf
-        else:  # concat
+        elif self.fusion == "add_conv":
+            F = nn.relu(self.fuse_conv(A + Pf))  # [B,h,w,C], 3x3 "SAME": mixes neighbouring places
+        else:  # concat, concat_relu
             F = self.fuse_conv(jnp.concatenate([A, Pf], axis=-1))  # [B,h,w,C]
+            F = nn.relu(F) if self.fusion == "concat_relu" else F
         return {"c": jnp.mean(F, axis=(1, 2)), "position": P, "action": A}  # c: [B,C]
 
 

@@ -388,7 +388,7 @@ def _architecture_hint(source: Any, config: ml_collections.ConfigDict) -> str:
     if not has_position:
         found.append("model.fusion='none'")
     elif has_fuse:
-        found.append("model.fusion='concat'")
+        found.append("model.fusion='concat', 'concat_relu' or 'add_conv'")
     else:
         found.append("model.fusion='add' or 'mul'")
     return (
@@ -511,7 +511,10 @@ def aux_reconstruction(config: ml_collections.ConfigDict) -> AuxReconstruction |
         raise checkpoints.CheckpointError(
             f"{pre_file}: unknown space={space!r} (expected 'latent' or 'pixel')"
         )
-    dit = dit_lib.DiT(variant=str(config.model.dit), out_channels=channels, dtype=jnp.dtype(config.dtype))
+    residual = bool(pre.get("model", {}).get("dit_residual", False))  # as the DiT was pre-trained
+    dit = dit_lib.DiT(
+        variant=str(config.model.dit), out_channels=channels, dtype=jnp.dtype(config.dtype), residual=residual
+    )
     z = jnp.zeros((1, grid, grid, channels), jnp.float32)  # [1,h,w,ch]
     c = jnp.zeros((1, miacnet_lib.miacnet_from_config(config.model).features), jnp.float32)  # [1,C]
     # Shapes only (no initialisation is computed): every value comes from the checkpoint.

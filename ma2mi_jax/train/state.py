@@ -82,7 +82,9 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int = 0, vae: A
     else:
         grid, channels = size, 3
     miacnet = miacnet_lib.miacnet_from_config(config.model, dtype)
-    dit = dit_lib.DiT(variant=config.model.dit, out_channels=channels, dtype=dtype)
+    dit = dit_lib.DiT(
+        variant=config.model.dit, out_channels=channels, dtype=dtype, residual=bool(config.model.dit_residual)
+    )
     return Models(miacnet, dit, None, size, grid, channels)
 
 
