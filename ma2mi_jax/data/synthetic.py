@@ -92,7 +92,10 @@ class Knobs:
     macro_jitter: float = 2.0
     micro_rotation: float = 0.4  # head rotation (degrees) over a micro clip
     macro_rotation: float = 3.0
-    noise: float = 2.0  # sensor noise standard deviation, grey levels
+    noise: float = 2.0  # sensor noise standard deviation of the micro sets, grey levels
+    macro_noise: float = 2.0  # the same for the macro set
+    micro_jpeg_quality: float = 95  # JPEG quality of the written frames
+    macro_jpeg_quality: float = 95
     light_drift: float = 0.03  # relative change of brightness / light direction over a clip
     blink_prob: float = 0.3  # chance that a micro clip holds a blink (macro: per 16 frames)
 
@@ -131,7 +134,9 @@ def _macro_events(emotion: str, num_frames: int, knobs: Knobs, rng: np.random.Ge
     """1-3 expressions; the first (labelled) is the longest and strongest."""
     events = []
     n = 1 + int(rng.choice(3, p=[0.4, 0.4, 0.2]))
-    others = [e for e in aus_lib.EMOTION_AUS if e not in ("neutral", "contempt")]
+    # Secondary expressions cover every AU: the prototypes (contempt's AU14 included) and the
+    # micro sets' single-AU "others" pool.
+    others = [e for e in aus_lib.EMOTION_AUS if e != "neutral"] + ["others"]
     for k in range(n):
         emo = emotion if k == 0 else str(rng.choice(others))
         length = (
@@ -283,7 +288,8 @@ def render_clip(
         light = np.float32(gain[i]) * (1.0 + np.float32(gx[i]) * xx + np.float32(gy[i]) * yy)
         img = img * light[..., None]
         frame_rng = np.random.default_rng(np.random.SeedSequence([*spec.seed, i]))
-        img = img + frame_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(knobs.noise)
+        sigma = knobs.noise if micro else knobs.macro_noise
+        img = img + frame_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(sigma)
         out.append(np.clip(np.rint(img), 0, 255).astype(np.uint8))
     return np.stack(out)  # [T,H,W,3]
 
@@ -303,7 +309,9 @@ def apex_field(spec: ClipSpec, size: int = 64) -> np.ndarray:
 def _render_and_write(args: tuple[str, ClipSpec, int, Knobs]) -> tuple[int, np.ndarray, np.ndarray]:
     root, spec, size, knobs = args
     frames = render_clip(spec, size, knobs)
-    layouts.write_frames(root, spec, frames)
+    micro = PROFILES[spec.layout].kind == "micro"
+    quality = knobs.micro_jpeg_quality if micro else knobs.macro_jpeg_quality
+    layouts.write_frames(root, spec, frames, int(quality))
     a = spec.events[0]
     return spec.index, frames[a.onset], frames[a.apex]
 

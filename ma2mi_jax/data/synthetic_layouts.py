@@ -225,22 +225,21 @@ def name_clip(layout: str, subject: int, taken: dict[str, int], rng: np.random.G
     raise ValueError(f"no clip names for layout {layout!r}")
 
 
-def encode_jpeg(rgb: np.ndarray) -> bytes:
-    """JPEG bytes (quality 95) of a uint8[H,W,3] RGB frame."""
-    ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-    )
+def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """JPEG bytes (default quality 95) of a uint8[H,W,3] RGB frame."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("OpenCV failed to encode a JPEG frame")
     return buf.tobytes()
 
 
-def write_frames(root: str, spec: ClipSpec, frames: np.ndarray) -> None:
-    """Write a clip's frames uint8[T,H,W,3] as JPEG files at their layout paths."""
+def write_frames(root: str, spec: ClipSpec, frames: np.ndarray, quality: int = JPEG_QUALITY) -> None:
+    """Write a clip's frames uint8[T,H,W,3] as JPEG files (of `quality`) at their layout paths."""
     os.makedirs(os.path.join(root, clip_dir(spec)), exist_ok=True)
     for number, frame in zip(spec.frame_numbers, frames, strict=True):
         with open(os.path.join(root, frame_relpath(spec, number)), "wb") as f:
-            f.write(encode_jpeg(frame))
+            f.write(encode_jpeg(frame, quality))
 
 
 def write_xlsx(path: str, rows: Sequence[Sequence[Any]], title: str) -> None:
