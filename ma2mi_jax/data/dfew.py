@@ -59,7 +59,7 @@ class SplitEntry(NamedTuple):
 def _split_problem(report: ReadReport, strict: bool, kind: str, clip: str, message: str, then: str) -> None:
     """Raise DataError for a split-file problem under strict reading, else list it (`then`: what follows)."""
     if strict:
-        raise DataError(f"{message}. Correct the split file, or set data.strict=False to list such problems")
+        raise DataError(f"{message}. Correct the split file, or set data.strict=False to list such problems.")
     report.problem(kind, clip, f"{message}; {then}")
 
 
