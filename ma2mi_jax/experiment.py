@@ -1,9 +1,12 @@
 """The transfer experiment: the shape of the paper's Table 1 and Table 4 on the synthetic benchmark.
 
-Each row is a pre-training variant (or none) followed by cross-validated fine-tuning from its
-checkpoint, repeated over seeds (the seed drives pre-training and fine-tuning; the generated data
-set is the same for every run). Reported figures are last-epoch, pooled over folds, as mean ± std
-over seeds. Every run keeps its own workdir, so an interrupted experiment resumes where it stopped.
+Each row is a pre-training variant (or none) followed by a linear probe of its frozen encoder
+and cross-validated fine-tuning from its checkpoint, repeated over seeds (the seed drives
+pre-training, the random init of the scratch row and fine-tuning; the generated data sets and the
+domain autoencoder are shared by every run). Reported figures are last-epoch, pooled over folds,
+as mean ± std over seeds, and every row against the scratch row as a paired difference per seed
+with a 95 % interval (paired t). Every run keeps its own workdir, so an interrupted experiment
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import quickstart
+from ma2mi_jax import probe, quickstart
+from ma2mi_jax.train import finetune, pretrain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Row:
 ROWS = (
     Row("scratch", "no pre-training (random init)", "Table 1", None, {"init": "scratch"}),
     Row("maer", "MAER (supervised macro pre-training)", "Table 1", {"objective": "supervised"}),
-    Row("pixel", "MA2MI, pixel space", "Table 1", {"space": "pixel", "model.dit": "T/8"}),
+    Row("pixel", "MA2MI, pixel space", "Table 1", {"space": "pixel", "model.dit": "T/4"}),
     Row("latent", "MA2MI, latent space", "Table 1", {}),
     Row(
         "no_fpe",
@@ -73,29 +77,78 @@ def run_one(
     loso_config: ml_collections.ConfigDict,
     paths: quickstart.Paths,
     out: str,
-) -> dict:
-    """Pre-train (unless the row has none) and fine-tune one (row, seed); reuse finished work."""
-    from ma2mi_jax.train import finetune, pretrain
-
+) -> tuple[dict, dict]:
+    """Pre-train (unless the row has none), probe and fine-tune one (row, seed); reuse finished work."""
     run_dir = os.path.join(out, row.name, f"seed{seed}")
-    results_file = os.path.join(run_dir, "loso", "results.json")
-    if os.path.exists(results_file):
-        with open(results_file) as f:
-            return json.load(f)
-    ft = dict(row.finetune)
+    ft = {"vae.path": paths.vae, **row.finetune}
     if row.pretrain is not None:
-        pre = override(pretrain_config, {**row.pretrain, "seed": seed, "data.root": paths.macro_data})
-        pretrain.train_and_evaluate(pre, os.path.join(run_dir, "pretrain"))
+        pre_values = {"vae.path": paths.vae, **row.pretrain, "seed": seed, "data.root": paths.macro_data}
+        pre = override(pretrain_config, pre_values)
+        if not os.path.exists(os.path.join(run_dir, "pretrain", "metrics.json")):
+            pretrain.train_and_evaluate(pre, os.path.join(run_dir, "pretrain"))
         ft.setdefault("init", os.path.join(run_dir, "pretrain"))
     loso = override(loso_config, {**ft, "seed": seed, "data.root": paths.micro_data})
-    return finetune.run_cross_validation(loso, os.path.join(run_dir, "loso"))
+    probed = _cached(os.path.join(run_dir, "probe", probe.FILENAME))
+    if probed is None:
+        probed = probe.run_probe(loso, os.path.join(run_dir, "probe"), [seed])
+    results = _cached(os.path.join(run_dir, "loso", "results.json"))
+    if results is None:
+        results = finetune.run_cross_validation(loso, os.path.join(run_dir, "loso"))
+    return results, probed
+
+
+def _cached(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Mean of a_i - b_i over paired seeds with its paired-t interval (n < 2: no interval)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    out = {"mean": float(d.mean()), "n": len(d), "lo": float("nan"), "hi": float("nan")}
+    if len(d) > 1:
+        from scipy import stats
+
+        half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        out.update(lo=float(d.mean() - half), hi=float(d.mean() + half))
+    return out
+
+
+def paired_table(rows: Sequence[Row], results: Mapping[str, Sequence[dict]], seeds: Sequence[int]) -> str:
+    """Every row minus the scratch row, per seed (fine-tuned UF1 and probe UF1), with 95 % intervals."""
+    if "scratch" not in results:
+        return ""
+    lines = [
+        "**Against no pre-training, paired by seed (row − scratch; 95 % paired-t interval)**",
+        "",
+        "| setting | fine-tuned UF1 − scratch | probe UF1 − scratch | per seed (fine-tuned) |",
+        "|---|---|---|---|",
+    ]
+    base = results["scratch"]
+    for r in rows:
+        if r.name == "scratch":
+            continue
+        ft = paired_difference([x["uf1"] for x in results[r.name]], [x["uf1"] for x in base])
+        pr = paired_difference([x["probe_uf1"] for x in results[r.name]], [x["probe_uf1"] for x in base])
+        per = ", ".join(f"{x['uf1'] - y['uf1']:+.3f}" for x, y in zip(results[r.name], base, strict=True))
+        lines.append(f"| {r.label} | {_interval(ft)} | {_interval(pr)} | {per} |")
+    return "\n".join([*lines, ""])
+
+
+def _interval(d: Mapping[str, float]) -> str:
+    if np.isnan(d["lo"]):
+        return f"{d['mean']:+.4f}"
+    return f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
 
 
 def aggregate(results: Mapping[str, Sequence[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Mean and standard deviation (over seeds, ddof=0) of each metric per row."""
+    """Mean and standard deviation (over seeds, ddof=0) of each metric (and the probe's UF1) per row."""
     return {
         name: {
-            m: (float(np.mean([r[m] for r in runs])), float(np.std([r[m] for r in runs]))) for m in METRICS
+            m: (float(np.mean([r[m] for r in runs])), float(np.std([r[m] for r in runs])))
+            for m in (*METRICS, "probe_uf1")
         }
         for name, runs in results.items()
     }
@@ -108,15 +161,15 @@ def markdown_table(rows: Sequence[Row], stats: Mapping, results: Mapping[str, Se
         lines += [
             f"**{table} shape**",
             "",
-            "| setting | accuracy (%) | UF1 | UAR | seeds |",
-            "|---|---|---|---|---|",
+            "| setting | accuracy (%) | UF1 | UAR | linear probe UF1 | seeds |",
+            "|---|---|---|---|---|---|",
         ]
         for r in (r for r in rows if r.table == table):
             s = stats[r.name]
             lines.append(
                 f"| {r.label} | {100 * s['accuracy'][0]:.2f} ± {100 * s['accuracy'][1]:.2f} "
                 f"| {s['uf1'][0]:.4f} ± {s['uf1'][1]:.4f} | {s['uar'][0]:.4f} ± {s['uar'][1]:.4f} "
-                f"| {len(results[r.name])} |"
+                f"| {s['probe_uf1'][0]:.4f} ± {s['probe_uf1'][1]:.4f} | {len(results[r.name])} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -150,6 +203,7 @@ def bar_plot(path: str, rows: Sequence[Row], stats: Mapping) -> None:
 
 
 def run(
+    autoencoder_config: ml_collections.ConfigDict,
     pretrain_config: ml_collections.ConfigDict,
     loso_config: ml_collections.ConfigDict,
     out: str,
@@ -167,15 +221,16 @@ def run(
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     paths = quickstart.Paths(os.path.join(out, "shared"))
     quickstart.generate_data(pretrain_config, loso_config, paths)
+    quickstart.train_vae(autoencoder_config, paths)
     start = time.perf_counter()
     results: dict[str, list[dict]] = {}
     for row in rows:
         for seed in seeds:
             print(f"[experiment] {row.name} seed {seed}", flush=True)
-            r = run_one(row, seed, pretrain_config, loso_config, paths, out)
-            results.setdefault(row.name, []).append({m: r[m] for m in METRICS})
+            r, p = run_one(row, seed, pretrain_config, loso_config, paths, out)
+            results.setdefault(row.name, []).append({**{m: r[m] for m in METRICS}, "probe_uf1": p["uf1"]})
     stats = aggregate(results)
-    table = markdown_table(rows, stats, results)
+    table = markdown_table(rows, stats, results) + "\n" + paired_table(rows, results, seeds)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table)
     with open(os.path.join(out, "results.json"), "w") as f:

@@ -11,6 +11,9 @@ from ml_collections import config_flags
 
 from ma2mi_jax import cli
 
+_VAE = config_flags.DEFINE_config_file(
+    "autoencoder_config", "configs/synthetic_autoencoder.py", "Domain autoencoder (shared).", lock_config=True
+)
 _PRETRAIN = config_flags.DEFINE_config_file(
     "pretrain_config", "configs/synthetic_pretrain.py", "Pre-training config of every row.", lock_config=True
 )
@@ -29,7 +32,8 @@ def main(argv: list[str]) -> None:
     cli.check_no_extra_args(argv)
     from ma2mi_jax import experiment
 
-    experiment.run(_PRETRAIN.value, _LOSO.value, _OUT.value, [int(s) for s in _SEEDS.value], _ROWS.value)
+    seeds = [int(s) for s in _SEEDS.value]
+    experiment.run(_VAE.value, _PRETRAIN.value, _LOSO.value, _OUT.value, seeds, _ROWS.value)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ def test_every_row_names_existing_keys():
 
 def test_aggregate_and_table():
     runs = {
-        "latent": [{"accuracy": 0.5, "uf1": 0.4, "uar": 0.3}, {"accuracy": 0.7, "uf1": 0.6, "uar": 0.5}],
-        "scratch": [{"accuracy": 0.4, "uf1": 0.2, "uar": 0.25}],
+        "latent": [
+            {"accuracy": 0.5, "uf1": 0.4, "uar": 0.3, "probe_uf1": 0.3},
+            {"accuracy": 0.7, "uf1": 0.6, "uar": 0.5, "probe_uf1": 0.5},
+        ],
+        "scratch": [{"accuracy": 0.4, "uf1": 0.2, "uar": 0.25, "probe_uf1": 0.25}],
     }
     stats = experiment.aggregate(runs)
     assert stats["latent"]["accuracy"] == pytest.approx((0.6, 0.1))
@@ -35,10 +38,42 @@ def test_aggregate_and_table():
     assert stats["scratch"]["uar"] == pytest.approx((0.25, 0.0))
     rows = [r for r in experiment.ROWS if r.name in runs]
     table = experiment.markdown_table(rows, stats, runs)
-    assert "| MA2MI, latent space | 60.00 ± 10.00 | 0.5000 ± 0.1000 | 0.4000 ± 0.1000 | 2 |" in table
+    assert (
+        "| MA2MI, latent space | 60.00 ± 10.00 | 0.5000 ± 0.1000 | 0.4000 ± 0.1000 | 0.4000 ± 0.1000 | 2 |"
+        in table
+    )
     assert "| no pre-training (random init) | 40.00 ± 0.00 |" in table
 
 
 def test_unknown_row_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown rows"):
-        experiment.run(configlib.pretrain_base(), configlib.finetune_base(), str(tmp_path), [0], ["nope"])
+        experiment.run(
+            configlib.autoencoder_base(),
+            configlib.pretrain_base(),
+            configlib.finetune_base(),
+            str(tmp_path),
+            [0],
+            ["nope"],
+        )
+
+
+def test_paired_difference_and_its_interval():
+    # differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t(0.975, 2) = 4.3027
+    d = experiment.paired_difference([0.5, 0.6, 0.7], [0.4, 0.4, 0.4])
+    half = 4.302653 * 0.1 / np.sqrt(3)
+    assert d["mean"] == pytest.approx(0.2) and d["n"] == 3
+    assert (d["lo"], d["hi"]) == pytest.approx((0.2 - half, 0.2 + half), rel=1e-5)
+    one = experiment.paired_difference([0.5], [0.4])
+    assert one["mean"] == pytest.approx(0.1) and np.isnan(one["lo"])
+
+
+def test_paired_table_lists_every_row_against_scratch():
+    runs = {
+        "scratch": [{"uf1": 0.3, "probe_uf1": 0.2}, {"uf1": 0.4, "probe_uf1": 0.25}],
+        "latent": [{"uf1": 0.5, "probe_uf1": 0.4}, {"uf1": 0.45, "probe_uf1": 0.3}],
+    }
+    rows = [r for r in experiment.ROWS if r.name in runs]
+    table = experiment.paired_table(rows, runs, [0, 1])
+    line = next(ln for ln in table.splitlines() if ln.startswith("| MA2MI, latent space"))
+    assert "+0.1250 [" in line and "+0.200, +0.050" in line
+    assert experiment.paired_table(rows, {"latent": runs["latent"]}, [0, 1]) == ""
