@@ -17,10 +17,13 @@ def get_config(arg: str | None = None):
     c.data.name = "dfew"
     c.data.root = "data/synthetic/dfew"
     c.data.image_size = 64
-    c.vae.block_out_channels = (16, 32, 32, 32)
+    # Measured (docs/results.md): 400 steps of batch 16 reach a held-out PSNR of about 21 dB in
+    # about 3 minutes on 2 CPU cores; an 8-wide first block keeps the 64-px convolutions cheap.
+    c.vae.block_out_channels = (8, 16, 32, 32)
     c.vae.layers_per_block = 1
-    c.train.steps = 1500
-    c.train.batch_size = 32
+    c.train.steps = 400
+    c.train.batch_size = 16
+    c.train.lr = 2e-3
     c.train.frames_per_clip = 8
     c.train.eval_clips = 30  # = configs/synthetic_pretrain.py: the same clips stay unseen
     return configlib.finalize(c, arg)

@@ -22,7 +22,8 @@ def get_config(arg: str | None = None):
     c.data.augment.crop_pad = 4
     c.model.resnet_width = 8
     c.model.dit = "T/2"
-    c.vae.block_out_channels = (16, 32, 32, 32)
+    c.vae.path = "workdirs/vae_synthetic"  # used only with finetune.aux_rec_weight > 0
+    c.vae.block_out_channels = (8, 16, 32, 32)
     c.vae.layers_per_block = 1
     # CPU size: a quarter of the paper's steps, so a larger learning rate than its 4e-4 (measured:
     # from scratch, 5-fold, 20 epochs: UF1 0.31 at 4e-4, 0.40 at 1e-3).

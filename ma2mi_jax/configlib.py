@@ -255,6 +255,7 @@ def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
     c.vae.layers_per_block = 1
     c.data.image_size = 32
     c.data.workers = 0
+    c.vae.path = ""  # tests and smoke runs use the random VAE
     c.train.epochs = 1
     c.train.batch_size = 4
     if "steps" in c.train:

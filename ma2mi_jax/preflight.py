@@ -137,7 +137,9 @@ def check_vae_folder(path: str) -> None:
     if not os.path.isdir(path):
         raise InitError(
             f"VAE folder {path} (config key vae.path) not found; point it at a diffusers-format "
-            "sd-vae-ft-ema folder (see third_party/README.md), or set --config.vae.path='' for a random VAE"
+            "sd-vae-ft-ema folder (see third_party/README.md), train a domain autoencoder there with "
+            f"python scripts/train_autoencoder.py --config configs/synthetic_autoencoder.py --out {path} "
+            "(set its --config.data.root), or set --config.vae.path='' for a random VAE (tests only)"
         )
     names = (vae_lib.FLAX_WEIGHTS, vae_lib.PT_WEIGHTS)
     missing = [] if os.path.isfile(os.path.join(path, vae_lib.CONFIG_NAME)) else [vae_lib.CONFIG_NAME]

@@ -297,7 +297,8 @@ def load_micro_pairs(
             pairs[i, 1] = decode.read_image(s.apex_path, image_size)
         except DataError as e:
             if strict:
-                raise DataError(f"sample {s.clip_id} (subject {s.subject}): {e}") from e
+                # the message carries the cause: no chained traceback
+                raise DataError(f"sample {s.clip_id} (subject {s.subject}): {e}") from None
             return str(e)
         return None
 
