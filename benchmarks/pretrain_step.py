@@ -65,7 +65,7 @@ class Bench:
             out_shardings=(replicated, replicated),
         )
         # pretrain.analytic_flops reads only the config and the models of a Run.
-        run = pretrain.Run(config, "", [], self.models, self.vae, self.total, 0, self.mesh)
+        run = pretrain.Run(config, "", [], [], self.models, self.vae, self.total, 0, self.mesh)
         self.model_flops = float(pretrain.analytic_flops(run))
 
     def fresh_state(self):

@@ -100,3 +100,15 @@ def test_evaluation_pairs_are_the_same_every_time(clips):
         np.testing.assert_array_equal(a[key], b[key])
     assert a["k"].min() >= 1 and a["k"].max() <= 4
     assert not np.array_equal(a["frame0"], a["frame1"])
+
+
+def test_maer_reports_cross_entropy_and_accuracy_at_known_values():
+    config = tiny_config({"objective": "supervised"})
+    models = state_lib.build_models(config, num_classes=7)
+    params, stats = state_lib.init_variables(models, steps.init_key(0))  # zero head: uniform logits
+    batch = {**_batch(), "label": np.array([0, 3, 0, 6], np.int32)}
+    out = _mean(diagnostics.make_eval_fn(models)(params, stats, {}, batch))
+    assert out["ce"] == pytest.approx(np.log(7.0), rel=1e-5)
+    assert out["accuracy"] == pytest.approx(0.5)  # ties go to class 0: the two pairs labelled 0
+    line = diagnostics.summary_line({"step": 4, **out})
+    assert line.startswith("held-out macro pairs: accuracy 0.500")
