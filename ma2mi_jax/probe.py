@@ -69,7 +69,6 @@ def precise_batch_stats(module: miacnet_lib.MIACNet, variables: dict, pairs: np.
     mean = sum n_i m_i / N, var = sum n_i (v_i + m_i^2) / N - mean^2.
     """
     zero = jax.tree_util.tree_map(jnp.zeros_like, variables["batch_stats"])
-
     n = pairs.shape[0]
     means: dict[tuple, np.ndarray] = {}
     squares: dict[tuple, np.ndarray] = {}
@@ -81,8 +80,7 @@ def precise_batch_stats(module: miacnet_lib.MIACNet, variables: dict, pairs: np.
         for key, value in flat.items():
             if key[-1] == "mean":
                 means[key] = means.get(key, 0.0) + w * value
-        for key, value in flat.items():
-            if key[-1] == "var":
+            else:  # "var": E[x^2] of the chunk = var + mean^2
                 m = flat[(*key[:-1], "mean")]
                 squares[key] = squares.get(key, 0.0) + w * (value + m * m)
     out = dict(means)

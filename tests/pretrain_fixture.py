@@ -23,12 +23,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "synthetic_pretrain.py")
 
 
-def tiny_config(overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-    """configs/synthetic_pretrain.py:tiny with dotted-key overrides, e.g. {"data.root": ...}."""
-    spec = importlib.util.spec_from_file_location("synthetic_pretrain", CONFIG)
+def config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of a config file, e.g. configs/synthetic_autoencoder.py."""
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config("tiny")
+    return module.get_config(arg)
+
+
+def tiny_config(overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+    """configs/synthetic_pretrain.py:tiny with dotted-key overrides, e.g. {"data.root": ...}."""
+    config = config_file(CONFIG, "tiny")
     for key, value in overrides.items():
         node = config
         *parents, leaf = key.split(".")

@@ -1,13 +1,12 @@
 """The domain autoencoder: trains, writes a diffusers folder, and loads back through vae.path."""
 
-import importlib.util
 import json
 import os
 
 import jax
 import numpy as np
 import pytest
-from pretrain_fixture import REPO, make_dfew
+from pretrain_fixture import REPO, config_file, make_dfew
 
 from ma2mi_jax.data import readers
 from ma2mi_jax.models import vae as vae_lib
@@ -15,12 +14,7 @@ from ma2mi_jax.train import autoencoder
 
 
 def _config(root: str):
-    spec = importlib.util.spec_from_file_location(
-        "synthetic_autoencoder", os.path.join(REPO, "configs", "synthetic_autoencoder.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("tiny")
+    config = config_file(os.path.join(REPO, "configs", "synthetic_autoencoder.py"), "tiny")
     config.data.root = root
     return config
 

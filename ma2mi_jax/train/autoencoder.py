@@ -92,15 +92,15 @@ def make_train_step(module: Any, tx: optax.GradientTransformation, kl_weight: fl
     return step
 
 
-def reconstruct(vae: vae_lib.FrozenVAE, frames: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 reconstructions [N,H,W,3], scaled latent means f32[N,h,w,C]) of `frames` through `vae`."""
-    encode = jax.jit(vae.encode)
-    decode_fn = jax.jit(vae.decode)
+def reconstruct(
+    encode: Any, decode_fn: Any, params: Any, frames: np.ndarray, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 reconstructions [N,H,W,3], scaled latent means f32[N,h,w,C]) through jitted encode/decode."""
     recs, lats = [], []
     for s in range(0, len(frames), batch):
-        z = encode(vae.params, frames[s : s + batch])
+        z = encode(params, frames[s : s + batch])
         lats.append(np.asarray(z))
-        recs.append(np.asarray(decode_fn(vae.params, z)))
+        recs.append(np.asarray(decode_fn(params, z)))
     return np.concatenate(recs), np.concatenate(lats)
 
 
@@ -132,9 +132,9 @@ def train_autoencoder(config: ml_collections.ConfigDict, out: str) -> dict[str, 
     )
     module = _module(c, 1.0)
     params = vae_lib.init_vae_params(module, size, int(c.seed))
-    before = psnr(
-        eval_frames, reconstruct(vae_lib.FrozenVAE(module, params, 1.0), eval_frames, int(t.batch_size))[0]
-    )
+    frozen = vae_lib.FrozenVAE(module, params, 1.0)  # compiled once, for the PSNR before and after
+    encode, decode_fn = jax.jit(frozen.encode), jax.jit(frozen.decode)
+    before = psnr(eval_frames, reconstruct(encode, decode_fn, params, eval_frames, int(t.batch_size))[0])
     steps = int(t.steps)
     tx = optim.make_optimizer(t, steps)
     opt_state = tx.init(params)
@@ -154,7 +154,7 @@ def train_autoencoder(config: ml_collections.ConfigDict, out: str) -> dict[str, 
             bar.update(0, l1=last["l1"], kl=last["kl"])
     bar.close()
     seconds = time.perf_counter() - start
-    recon, latents = reconstruct(vae_lib.FrozenVAE(module, params, 1.0), eval_frames, int(t.batch_size))
+    recon, latents = reconstruct(encode, decode_fn, params, eval_frames, int(t.batch_size))
     after = psnr(eval_frames, recon)
     scaling = float(1.0 / max(float(np.std(latents)), 1e-8))
     summary = {

@@ -40,7 +40,6 @@ FILENAME = "diagnostics.json"
 # Streams of the evaluation set, independent of training's (seed, element) streams.
 _HOLDOUT_STREAM = 7001
 _PAIR_STREAM = 7002
-RECONSTRUCTION_KEYS = ("rec", "copy", "shuffled_c", "static_c")
 
 
 def hold_out(
@@ -177,9 +176,8 @@ class Diagnostics:
 
     def resume(self, start: int) -> None:
         """Keep the evaluations of an earlier run up to `start` (a resumed run continues its history)."""
-        if start > 0 and os.path.isfile(self.path):
-            with open(self.path) as f:
-                old = json.load(f)
+        if start > 0:
+            old = read(os.path.dirname(self.path))
             self.history = [h for h in old.get("history", []) if h["step"] <= start]
 
 
