@@ -1,14 +1,19 @@
-"""Speed of the fine-tuning fold step: F folds vmapped in one step vs the sequential loop over them.
+"""Speed of the fine-tuning fold step: the input pipeline alone, the train step alone, both together.
 
-python benchmarks/finetune_step.py --config configs/synthetic_loso.py:tiny --folds 3 --steps 3
-python benchmarks/finetune_step.py --config configs/casme2.py --config.dtype=bfloat16
+python benchmarks/finetune_step.py --config configs/synthetic_loso.py --folds 26 --steps 5
+python benchmarks/finetune_step.py --config configs/casme2.py --config.dtype=bfloat16 --steps 20
 
-Builds the library's per-fold step (`ma2mi_jax.train.folds.make_train_step`) for the config's
-classifier, optimiser and frozen encoders, then times, on the same random uint8 batches and fold
-keys, (a) `jit(vmap(step))` over the F stacked folds, as `FoldGroupRunner` runs it, and (b) the
-sequential mode of `FoldGroupRunner`: the jitted single-fold step called once per fold. Prints
-compile time, step time, samples/s (F x B per step), FLOPs, achieved FLOP/s, MFU, peak memory, the
-sequential/vmapped ratio and an estimate of the cross-validation's training time.
+Builds a group of F folds through the library (`ma2mi_jax.train.finetune.build_group`) on a random
+data set of the protocol's size (uint8 pairs on the device, as a run keeps them), in the fold mode
+the config selects (`--mode` to choose), and times per step of all F folds, each to
+block_until_ready:
+  pipeline    drawing the step's indices and pair transforms on the host, gathering the pairs and
+              warping them on the device (what feeds the step);
+  train_step  the optimisation step alone on frames already gathered and augmented;
+  fold_step   both, as a run executes them (`FoldGroupRunner.train_step`).
+`pipeline_overhead` = fold_step / train_step - 1 (target <= 10 %). Also prints compile time,
+samples/s, FLOPs, achieved FLOP/s, MFU, peak memory and an estimate of the cross-validation's
+training time.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags
@@ -38,7 +42,6 @@ FOLDS = flags.DEFINE_integer(
 NUM_SAMPLES = flags.DEFINE_integer(
     "num_samples", 0, "Samples of the data set for the training-time estimate; 0 = the table for data.name."
 )
-SEQUENTIAL = flags.DEFINE_bool("sequential", True, "Also time the sequential loop over the same folds.")
 
 # LOSO size of each micro-expression protocol: (folds = subjects with a kept sample, kept samples).
 # CASME II 5 classes: 26 subjects, 246 samples; SAMM 5 classes: 136 samples of at most 32 subjects;
@@ -68,47 +71,40 @@ def group_size(config: ml_collections.ConfigDict, total_folds: int) -> int:
     return min(per_step, total_folds) if per_step > 0 else total_folds
 
 
-class Bench:
-    """The fold step of one config: model, optimiser, step function, stacked state, batches, keys."""
+MODE = flags.DEFINE_enum("mode", "auto", ["auto", "sequential", "vmapped"], "Fold mode; auto = the config's.")
 
-    def __init__(self, config: ml_collections.ConfigDict, num_folds: int, schedule_steps: int) -> None:
-        from ma2mi_jax import losses
-        from ma2mi_jax.train import finetune, optim
-        from ma2mi_jax.train import folds as folds_lib
+
+class Bench:
+    """One group of F folds built by the library on random data: trainer, frames, indices."""
+
+    def __init__(
+        self, config: ml_collections.ConfigDict, num_folds: int, num_samples: int, steps: int
+    ) -> None:
+        from ma2mi_jax.train import finetune
+        from ma2mi_jax.train.finetune import plan, step
 
         config.init = "scratch"  # random parameters: the speed does not depend on them
+        if MODE.value != "auto":
+            config.finetune.sequential = MODE.value == "sequential"
         self.config = config
-        self.model = finetune.build_classifier(config)
-        self.variables, _ = finetune.initial_variables(config, self.model)
-        self.frozen = folds_lib.frozen_modules(config.finetune)
-        trainable = folds_lib.trainable_fn(self.frozen) if self.frozen else None
-        self.tx = optim.make_optimizer(config.train, schedule_steps, trainable)
-        self.step = folds_lib.make_train_step(self.model, self.tx, losses.cross_entropy, self.frozen)
-        self.mesh = folds_lib.fold_mesh()
-        self.folds = num_folds
-        self.padded = folds_lib.padded_group_size(num_folds, self.mesh)
-        self.runner = folds_lib.FoldGroupRunner(
-            self.step, folds_lib.make_predict(self.model), sequential=False, mesh=self.mesh
-        )
-        seed = int(config.seed)
-        self.keys = jnp.stack([folds_lib.fold_key(seed, i) for i in range(self.padded)])  # key[F]
         rng = np.random.default_rng(FLAGS.seed.value)
-        b, size = int(config.train.batch_size), int(config.data.image_size)
-        shape = (self.padded, b, size, size, 3)
-        self.host_batches = [
-            {
-                "frame0": common.random_frames(rng, shape),  # onset uint8 [F,B,H,W,3]
-                "frame1": common.random_frames(rng, shape),  # apex
-                "label": common.random_labels(rng, (self.padded, b), len(config.data.class_names)),
-            }
-            for _ in range(2)
-        ]
-
-    def fresh_state(self):
-        """Every fold at step 0 from the same variables, stacked on the fold axis [F,...]."""
-        from ma2mi_jax.train import folds as folds_lib
-
-        return folds_lib.init_fold_state(self.variables, self.tx, self.padded)
+        size, b = int(config.data.image_size), int(config.train.batch_size)
+        pairs = common.random_frames(rng, (num_samples, 2, size, size, 3))  # [N,2,H,W,3]
+        labels = common.random_labels(rng, (num_samples,), len(config.data.class_names))
+        test = np.array_split(np.arange(num_samples), max(num_folds, 2))  # one held-out chunk per fold
+        folds = tuple(
+            plan.FoldSpec(i, f"fold{i}", (), np.setdiff1d(np.arange(num_samples), test[i]), test[i])
+            for i in range(num_folds)
+        )
+        group = plan.Group("bench", folds, steps)
+        self.model = finetune.build_classifier(config)
+        variables, _ = finetune.initial_variables(config, self.model)
+        self.data = step.fold_data(pairs, labels)
+        self.trainer = finetune.build_group(
+            group, config=config, model=self.model, variables=variables, data=self.data
+        )
+        self.folds = len(self.trainer.padded)
+        self.batch = b
 
     def forward_flops(self) -> float:
         """Analytic forward FLOPs of the classifier per sample (MIACNet; the dense head is negligible)."""
@@ -118,116 +114,136 @@ class Bench:
         return float(flops_lib.miacnet_flops(int(self.config.data.image_size), int(m.resnet_width), m.fusion))
 
 
-def time_vmapped(bench: Bench) -> dict:
-    """Compile and time jit(vmap(step)) over the F folds, as FoldGroupRunner does."""
-    runner = bench.runner
-    state = runner.place(bench.fresh_state())
-    keys = runner.place(bench.keys)
-    batches = [runner.place(b) for b in bench.host_batches]
-    jitted = jax.jit(jax.vmap(bench.step), donate_argnums=0)  # FoldGroupRunner's vmapped step
-    compiled, compile_s = common.compile_timed(jitted, state, batches[0], keys)
+def _input_fn(bench: Bench):
+    """jit(batch {"indices","warp"} [F,B,...] -> augmented frames of every fold), in the runner's mode."""
+    from ma2mi_jax.data.device_augment import PairAugment
+    from ma2mi_jax.train.finetune import step
+
+    runner = bench.trainer.runner
+    augment = PairAugment.from_config(bench.config.data.augment)
+    one = jax.jit(lambda d, batch: step.augmented_batch(d, batch, augment))
+    if runner.sequential:
+        return lambda batch: [
+            one(runner.data, {k: v[f] for k, v in batch.items()}) for f in range(bench.folds)
+        ]
+    many = jax.jit(jax.vmap(lambda d, batch: step.augmented_batch(d, batch, augment), in_axes=(None, 0)))
+    return lambda batch: many(runner.data, runner.place(batch))
+
+
+def _timed_first_call(fn, *args):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def time_modes(bench: Bench) -> dict:
+    """Compile and time pipeline alone, train step alone and both, per step of all F folds."""
+    from ma2mi_jax import losses
+    from ma2mi_jax.train.finetune import step
+
+    trainer, runner, keys = bench.trainer, bench.trainer.runner, bench.trainer.keys
+    steps_per_epoch = trainer.batches.steps_per_epoch
+    t0 = time.perf_counter()
+    epochs_drawn = [trainer.batches.epoch(e) for e in range(1, 4)]  # leaves [S,F,B,...]
+    host_s = (time.perf_counter() - t0) / (3 * steps_per_epoch)  # the host's share per step
+    steps = [{k: v[s] for k, v in epoch.items()} for epoch in epochs_drawn for s in range(steps_per_epoch)]
     counter = {"i": 0}
 
-    def one(carry):
+    def draw() -> dict:
         counter["i"] += 1
-        return compiled(carry[0], batches[counter["i"] % 2], keys)
+        return steps[counter["i"] % len(steps)]  # leaves [F,B,...]
 
-    (state, metrics), times = common.time_steps(one, (state, None), FLAGS.warmup.value, FLAGS.steps.value)
-    loss = np.asarray(jax.device_get(metrics["loss"]))[: bench.folds]
-    return {"compile_s": compile_s, "times": times, "xla": common.xla_flops(compiled), "loss": loss}
+    make = _input_fn(bench)
+    frames, pipeline_compile = _timed_first_call(lambda: make(draw()))
+    _, pipe_times = common.time_steps(lambda _: make(draw()), None, FLAGS.warmup.value, FLAGS.steps.value)
 
+    frame_step = step.make_frame_step(
+        bench.model, trainer.tx, losses.cross_entropy, step.frozen_modules(bench.config.finetune)
+    )
+    if runner.sequential:
+        jstep = jax.jit(frame_step, donate_argnums=0)
 
-def time_sequential(bench: Bench) -> dict:
-    """Compile and time FoldGroupRunner's sequential mode (one in-place single-fold call per fold)."""
-    from ma2mi_jax.train import folds as folds_lib
+        def train(carry):
+            for f in range(bench.folds):
+                carry[f], _ = jstep(carry[f], frames[f], keys[f], None)
+            return carry
 
-    runner = folds_lib.FoldGroupRunner(bench.step, folds_lib.make_predict(bench.model), sequential=True)
-    state = runner.place(bench.fresh_state())
-    batches = [runner.place(b) for b in bench.host_batches]
-    keys = bench.keys
-    start = time.perf_counter()
-    state, _ = runner.train_step(state, batches[0], keys)  # compiles the single-fold step once
-    jax.block_until_ready(state)
-    compile_s = time.perf_counter() - start
-    state = runner.place(bench.fresh_state())  # start again from step 0, like the vmapped timing
-    counter = {"i": 0}
+    else:
+        vstep = jax.jit(jax.vmap(frame_step, in_axes=(0, 0, 0, None)), donate_argnums=0)
 
-    def one(carry):
-        counter["i"] += 1
-        return runner.train_step(carry[0], batches[counter["i"] % 2], keys)
+        def train(carry):
+            return vstep(carry, frames, keys, None)[0]
 
-    (state, metrics), times = common.time_steps(one, (state, None), FLAGS.warmup.value, FLAGS.steps.value)
-    loss = np.asarray(jax.device_get(metrics["loss"]))[: bench.folds]
-    first = jax.tree.map(lambda x: x[0], (bench.fresh_state(), bench.host_batches[0]))
-    compiled, _ = common.compile_timed(jax.jit(bench.step), *first, keys[0])
-    xla = common.xla_flops(compiled) * bench.padded
-    return {"compile_s": compile_s, "times": times, "xla": xla, "loss": loss}
+    state, train_compile = _timed_first_call(train, trainer.initial_state())
+    _, train_times = common.time_steps(train, state, FLAGS.warmup.value, FLAGS.steps.value)
 
+    last = {}
 
-def figure_lines(prefix: str, result: dict, bench: Bench, model_flops: float) -> list[str]:
-    """The figures of one mode."""
-    samples = bench.padded * int(bench.config.train.batch_size)
-    return [
-        f"{prefix}compile_s: {result['compile_s']:.3f} s (jit(...).lower(...).compile())",
-        *common.rate_lines(prefix, result["times"], samples, model_flops, result["xla"]),
-        f"{prefix}flops_per_step_xla: {result['xla']:.4g} FLOP (XLA cost analysis)",
-        f"{prefix}{common.mfu_line(model_flops / result['times'].median, str(bench.config.dtype))}",
-    ]
+    def both(carry):
+        carry, m = runner.train_step(carry, draw(), keys)
+        last["loss"] = m["loss"]
+        return carry
+
+    state, fold_compile = _timed_first_call(both, trainer.initial_state())
+    _, both_times = common.time_steps(both, state, FLAGS.warmup.value, FLAGS.steps.value)
+    return {
+        "host_draw_s": host_s,
+        "pipeline": (pipeline_compile, pipe_times),
+        "train_step": (train_compile, train_times),
+        "fold_step": (fold_compile, both_times),
+        "loss": np.asarray(jax.device_get(last["loss"]))[: len(trainer.real)],
+    }
 
 
 def main(argv: list[str]) -> None:
-    """Build the fold step for --config, time both modes and print the figures."""
+    """Build one group of folds for --config, time pipeline / step / both and print the figures."""
     cli.check_no_extra_args(argv)
     config = common.unlocked_copy(FLAGS.config.value)
     total_folds, num_samples = protocol_size(config)
     folds = group_size(config, total_folds)
     b = int(config.train.batch_size)
     epochs = int(config.train.epochs)
-    max_train = num_samples - num_samples // max(total_folds, 1) if num_samples else b
+    samples_for_data = num_samples or max(4 * b, 2 * folds)
+    max_train = samples_for_data - samples_for_data // max(total_folds, 1)
     steps_per_epoch = max(1, math.ceil(max_train / b))
-    bench = Bench(config, folds, epochs * steps_per_epoch)
-    model_flops = 3.0 * bench.forward_flops() * b * bench.padded
-    vm = time_vmapped(bench)
-    seq = time_sequential(bench) if SEQUENTIAL.value else None
-    for name, r in (("vmapped", vm), ("sequential", seq)):
-        if r is not None and not np.all(np.isfinite(r["loss"])):
-            raise FloatingPointError(f"{name} step: non-finite loss {r['loss']}; the step is broken")
-
+    bench = Bench(config, folds, samples_for_data, steps_per_epoch)
+    model_flops = 3.0 * bench.forward_flops() * b * bench.folds
+    r = time_modes(bench)
+    if not np.all(np.isfinite(r["loss"])):
+        raise FloatingPointError(f"fold step: non-finite loss {r['loss']}; the step is broken")
     c = bench.config
-    lines = common.header(f"fine-tuning fold step: {folds} fold(s) vmapped vs sequential")
+    mode = "sequential" if bench.trainer.runner.sequential else "vmapped"
+    lines = common.header(f"fine-tuning fold step: input pipeline, train step, both ({mode})")
     lines += [
-        f"shape: {bench.padded} fold(s) x batch {b} of {c.data.image_size}x{c.data.image_size} onset/apex "
+        f"shape: {bench.folds} fold(s) x batch {b} of {c.data.image_size}x{c.data.image_size} onset/apex "
         f"pairs, resnet_width={c.model.resnet_width}, fusion={c.model.fusion}, dtype={c.dtype}, "
-        f"frozen={list(bench.frozen) or 'none'}",
-        f"folds: {bench.padded} (group of {folds}, padded to the {jax.device_count()} device(s))",
-        f"flops_per_step_analytic: {model_flops:.4g} FLOP "
-        "(3 x forward x batch x folds, ma2mi_jax.models.flops)",
-        *figure_lines("vmapped_", vm, bench, model_flops),
+        f"augment=crop_pad {c.data.augment.crop_pad} / rotation {c.data.augment.rotation_deg} deg / "
+        f"flip {c.data.augment.flip}; data set {samples_for_data} pairs on the device",
+        f"mode: {mode} (folds: {bench.folds}, group of {folds}, {jax.device_count()} device(s))",
+        f"flops_per_step_analytic: {model_flops:.4g} FLOP (3 x forward x batch x folds, models.flops)",
+        f"host_draw_ms: {r['host_draw_s'] * 1e3:.3f} ms (the host's share of the pipeline per step)",
     ]
-    if seq is not None:
-        lines += figure_lines("sequential_", seq, bench, model_flops)
-        ratio = seq["times"].median / vm["times"].median
-        lines.append(
-            f"sequential_over_vmapped: {ratio:.3f} x (sequential step time / vmapped step time, same work)"
-        )
-        lines.append(
-            f"max_loss_difference: {float(np.max(np.abs(seq['loss'] - vm['loss']))):.3g} "
-            "(vmapped vs sequential, last step; same batches and keys)"
-        )
-    lines.append(common.peak_memory_line())
+    for name, (compile_s, times) in ((k, r[k]) for k in ("pipeline", "train_step", "fold_step")):
+        lines.append(f"{name}_compile_s: {compile_s:.3f} s (first call)")
+        lines.append(f"{name}_ms: {times.median * 1e3:.2f} ms ({times.describe()}; all {bench.folds} folds)")
+    fold_s = r["fold_step"][1].median
+    lines += [
+        f"pipeline_overhead: {100 * (fold_s / r['train_step'][1].median - 1):.1f} % "
+        "(fold_step / train_step - 1; target <= 10 %)",
+        f"samples_per_s: {bench.folds * b / fold_s:.1f} (fold_step, F x B per step)",
+        f"achieved_flops: {model_flops / fold_s:.4g} FLOP/s (analytic, fold_step)",
+        common.mfu_line(model_flops / fold_s, str(c.dtype)),
+        common.peak_memory_line(),
+    ]
     if num_samples:
         groups = math.ceil(total_folds / folds)
-        steps_total = groups * epochs * steps_per_epoch
-        est = groups * (vm["compile_s"] + epochs * steps_per_epoch * vm["times"].median)
+        est = groups * (r["fold_step"][0] + epochs * steps_per_epoch * fold_s)
         lines += [
             f"cv_plan: {total_folds} folds of {num_samples} samples in {groups} group(s) of {folds}, "
             f"{epochs} epochs x {steps_per_epoch} steps (largest training set ~{max_train} samples)",
-            f"cv_train_estimate_s: {est:.1f} s vmapped ({steps_total} steps + compile per group; "
-            "no evaluation, no data loading)",
+            f"cv_train_estimate_s: {est:.1f} s ({groups * epochs * steps_per_epoch} steps + first call per "
+            "group; no evaluation)",
         ]
-        if seq is not None:
-            est_seq = groups * (seq["compile_s"] + epochs * steps_per_epoch * seq["times"].median)
-            lines.append(f"cv_train_estimate_sequential_s: {est_seq:.1f} s sequential (same)")
     common.print_block(lines)
 
 

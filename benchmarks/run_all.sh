@@ -9,7 +9,7 @@ echo "### pre-training step, :tiny, on-the-fly VAE vs latent cache"
 python benchmarks/pretrain_step.py --config configs/synthetic_pretrain.py:tiny --latent_cache \
   --steps "$STEPS" --warmup 1
 
-echo "### fine-tuning fold step, :tiny, 3 folds vmapped vs sequential"
+echo "### fine-tuning fold step, :tiny, 3 folds: input pipeline, step, both"
 python benchmarks/finetune_step.py --config configs/synthetic_loso.py:tiny --folds 3 \
   --steps "$STEPS" --warmup 1
 
@@ -18,7 +18,7 @@ cat <<'GPU'
 # pre-training, DFEW at 224, DiT-B/2, bf16: step, samples/s, MFU; then on-the-fly VAE vs latent cache
 python benchmarks/pretrain_step.py --config configs/dfew.py --config.dtype=bfloat16 --steps 20
 python benchmarks/pretrain_step.py --config configs/dfew.py --config.dtype=bfloat16 --latent_cache --steps 20
-# fine-tuning, CASME II at 224, all 26 LOSO folds in one vmapped step vs the sequential loop
+# fine-tuning, CASME II at 224, all 26 LOSO folds vmapped: input pipeline, step, both
 python benchmarks/finetune_step.py --config configs/casme2.py --config.dtype=bfloat16 --steps 20
 # the same in float32 (the configs' default dtype)
 python benchmarks/pretrain_step.py --config configs/dfew.py --steps 20

@@ -1,11 +1,13 @@
-"""Orbax checkpoints of training runs: save/resume the state with the data iterator, load pre-trained MIACNet.
+"""The project's one checkpoint module: Orbax managers, host-side restore, weight grafting, atomic JSON.
 
-A run's workdir holds `checkpoints/<step>/` with three items:
+A pre-training workdir holds `checkpoints/<step>/` with three items:
     state      {"step", "params", "batch_stats", "opt_state"}   (Orbax StandardSave)
-    data_iter  the input iterator's `get_state()` (JSON)
+    data_iter  the input iterator's `get_state()` (JSON, `encode_iterator_state`)
     config     the run's config (JSON)
-and `config.json` beside it. Orbax writes each step under a temporary name and renames it when
-complete, so a run killed at any moment leaves only whole checkpoints.
+and `config.json` beside it; a fine-tuning group keeps `checkpoints/<group>/<epoch>/` with the
+fold-stacked state and a JSON `meta` item. Orbax writes each step under a temporary name and renames
+it when complete, so a run killed at any moment leaves only whole checkpoints. Every JSON file of
+the project goes through `write_json` (atomic, strict JSON, process 0 only).
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import re
 import tempfile
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -29,7 +34,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
-ITEMS = ("state", "data_iter", "config")
+RUN_ITEMS = ("data_iter", "config")  # JSON items of a pre-training checkpoint
 _STEP_DIR = re.compile(r"^\d+$")
 
 PyTree = Any
@@ -44,31 +49,45 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
+def _json_safe(obj: Any) -> Any:
+    """Numpy scalars/arrays to Python, NaN/inf to None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> str:
+    """Write `obj` as indented strict JSON, atomically (temporary file + rename), on process 0 only."""
+    path = os.fspath(path)
+    if jax.process_index() != 0:
+        return path
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+            json.dump(_json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def save_config(workdir: str, config: ml_collections.ConfigDict) -> str:
-    """Write `<workdir>/config.json` atomically (process 0 only); returns its path."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if jax.process_index() == 0:
-        _write_json_atomic(path, config_to_dict(config))
     return path
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Write a JSON file atomically (process 0 only), e.g. a run's final metrics."""
-    if jax.process_index() == 0:
-        _write_json_atomic(path, obj)
+def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> str:
+    """Write `<workdir>/config.json` atomically (process 0 only); returns its path."""
+    return write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
 
 
 def encode_iterator_state(state: Any) -> dict:
@@ -85,18 +104,37 @@ def decode_iterator_state(blob: dict) -> Any:
     return blob["value"]
 
 
-class Checkpoints:
-    """Keep-the-last-N Orbax checkpoints of a run, each with the data iterator's position and the config."""
+def run_items(iterator_state: Any, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The JSON items of a pre-training checkpoint: the iterator's position and the config."""
+    return {"data_iter": encode_iterator_state(iterator_state), "config": config_to_dict(config)}
 
-    def __init__(self, directory: str, *, keep: int, async_save: bool = True) -> None:
+
+class Checkpoints:
+    """Keep-the-last-N Orbax checkpoints: a state pytree plus named JSON items at each step.
+
+    `json_items` names the JSON items every save carries (pre-training: the iterator position and
+    the config; fine-tuning: one `meta` item).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int,
+        json_items: Sequence[str] = RUN_ITEMS,
+        async_save: bool = True,
+    ) -> None:
         self.directory = os.path.abspath(directory)
+        self.json_items = tuple(json_items)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
+            max_to_keep=max(1, keep),
             create=True,
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,  # drop half-written steps of a killed run
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", *self.json_items)
+        )
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -106,23 +144,25 @@ class Checkpoints:
         """Steps of all complete checkpoints, ascending."""
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state: PyTree, data_iter: Any, config: ml_collections.ConfigDict) -> None:
-        """Save (asynchronously) the state dict, the iterator's `get_state()` and the config at `step`."""
+    def save(self, step: int, state: PyTree, **items: Any) -> None:
+        """Save (asynchronously unless async_save=False) the state and the JSON items at `step`."""
+        if set(items) != set(self.json_items):
+            raise ValueError(f"checkpoint items {sorted(items)} given, {sorted(self.json_items)} expected")
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data_iter=ocp.args.JsonSave(encode_iterator_state(data_iter)),
-            config=ocp.args.JsonSave(config_to_dict(config)),
+            **{name: ocp.args.JsonSave(_json_safe(value)) for name, value in items.items()},
         )
         self.manager.save(int(step), args=args, force=True)
 
-    def restore(self, step: int, target: PyTree) -> tuple[PyTree, Any]:
-        """(state dict shaped and sharded like `target`, iterator state) of checkpoint `step`."""
+    def restore(self, step: int, target: PyTree) -> tuple[PyTree, dict[str, Any]]:
+        """(state shaped and sharded like `target`, {JSON item: value}) of checkpoint `step`."""
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         try:
             out = self.manager.restore(
                 int(step),
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), data_iter=ocp.args.JsonRestore()
+                    state=ocp.args.StandardRestore(abstract),
+                    **{name: ocp.args.JsonRestore() for name in self.json_items},
                 ),
             )
         except (ValueError, KeyError, TypeError) as e:
@@ -130,7 +170,7 @@ class Checkpoints:
                 f"{self.directory}/{step}: cannot restore into this run's state ({e}); the checkpoint is "
                 "from another architecture or config: use another workdir"
             ) from None
-        return out["state"], decode_iterator_state(out["data_iter"])
+        return out["state"], {name: out[name] for name in self.json_items}
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""
@@ -140,6 +180,53 @@ class Checkpoints:
         """Finish pending saves and release the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def restore_host(directory: str | os.PathLike, step: int) -> PyTree:
+    """The `state` item of checkpoint `step` as nested dicts of numpy arrays, whatever mesh wrote it.
+
+    A manager that knows every item's handler reads the metadata (one without them warns that each
+    unknown item "could not be restored"); only the state is read.
+    """
+    directory = os.path.abspath(directory)
+    step_dir = os.path.join(directory, str(step))
+    if not os.path.isdir(step_dir):
+        raise CheckpointError(f"{step_dir}: no such checkpoint")
+    others = [d for d in os.listdir(step_dir) if d != "state" and os.path.isdir(os.path.join(step_dir, d))]
+    handlers = {"state": ocp.PyTreeCheckpointHandler(), **{d: ocp.JsonCheckpointHandler() for d in others}}
+    with ocp.CheckpointManager(directory, item_handlers=handlers) as manager:
+        try:
+            meta = manager.item_metadata(step)["state"]
+            restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+            with warnings.catch_warnings():  # host numpy arrays need no sharding: Orbax's note is moot
+                warnings.filterwarnings("ignore", message="Sharding info not provided")
+                out = manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args)
+                    ),
+                )
+        except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
+            raise CheckpointError(f"{directory}/{step}: unreadable checkpoint ({e})") from None
+    return out["state"]
+
+
+def save_tree(path: str | os.PathLike, tree: PyTree) -> None:
+    """Write one pytree (e.g. an exported classifier's variables) as a standalone Orbax checkpoint."""
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.abspath(path), jax.tree_util.tree_map(np.asarray, tree))
+
+
+def restore_tree(path: str | os.PathLike) -> PyTree:
+    """A pytree written by `save_tree`, as numpy arrays on the host."""
+    path = os.path.abspath(path)
+    host = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    with ocp.StandardCheckpointer() as ckptr:
+        abstract = jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=host),
+            ckptr.metadata(path).item_metadata.tree,
+        )
+        return jax.tree_util.tree_map(np.asarray, ckptr.restore(path, abstract))
 
 
 def resolve(path: str) -> tuple[str, int]:
@@ -162,24 +249,29 @@ def resolve(path: str) -> tuple[str, int]:
 def load_variables(path: str) -> dict[str, PyTree]:
     """{"params", "batch_stats", "step"} of the newest checkpoint under `path` (as saved, on host)."""
     directory, step = resolve(path)
-    handlers = {
-        "state": ocp.PyTreeCheckpointHandler(),
-        "data_iter": ocp.JsonCheckpointHandler(),
-        "config": ocp.JsonCheckpointHandler(),
-    }
-    with ocp.CheckpointManager(directory, item_handlers=handlers) as manager:
-        meta = manager.item_metadata(step)["state"]
-        # numpy on the host: independent of the devices and mesh the checkpoint was written with
-        restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-        try:
-            out = manager.restore(
-                step,
-                args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args)),
-            )
-        except (ValueError, KeyError, FileNotFoundError) as e:
-            raise CheckpointError(f"{directory}/{step}: unreadable checkpoint ({e})") from None
-    state = out["state"]
+    state = restore_host(directory, step)
     return {"params": state["params"], "batch_stats": state.get("batch_stats", {}), "step": step}
+
+
+def pretraining_config(path: str | os.PathLike) -> tuple[dict, str]:
+    """The config (dict) a pre-training checkpoint was written with, and the file it was read from.
+
+    Reads the checkpoint's own "config" item; falls back to config.json of its workdir.
+    """
+    directory, step = resolve(str(path))
+    try:
+        with ocp.CheckpointManager(directory, item_handlers={"config": ocp.JsonCheckpointHandler()}) as mngr:
+            out = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return dict(out["config"]), f"{directory}/{step}/config"
+    except (ValueError, KeyError, FileNotFoundError, OSError):
+        fallback = os.path.join(os.path.dirname(directory), CONFIG_FILE)
+        if os.path.exists(fallback):
+            with open(fallback) as f:
+                return json.load(f), fallback
+    raise CheckpointError(
+        f"{path}: neither the checkpoint {directory}/{step} nor {fallback} holds the pre-training config; "
+        "finetune.aux_rec_weight > 0 needs it to rebuild the DiT's input space"
+    )
 
 
 def load_pretrained_miacnet(path: str) -> dict[str, PyTree]:
@@ -193,23 +285,45 @@ def load_pretrained_miacnet(path: str) -> dict[str, PyTree]:
     return {"params": v["params"]["miacnet"], "batch_stats": (v["batch_stats"] or {}).get("miacnet", {})}
 
 
+def flat_keys(tree: Any) -> dict[str, Any]:
+    """{"a/b/c": leaf} of a nested dict."""
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def graft(target: PyTree, source: PyTree, what: str, hint: str) -> PyTree:
+    """`source`'s values in the structure and dtypes of `target`; an error lists every mismatching key."""
+    t, s = flat_keys(target), flat_keys(source)
+    problems = [f"  missing in checkpoint: {k} {tuple(np.shape(t[k]))}" for k in t if k not in s]
+    problems += [f"  not in the model: {k} {tuple(np.shape(s[k]))}" for k in s if k not in t]
+    problems += [
+        f"  shape {k}: model {tuple(np.shape(t[k]))}, checkpoint {tuple(np.shape(s[k]))}"
+        for k in t
+        if k in s and np.shape(t[k]) != np.shape(s[k])
+    ]
+    if problems:
+        shown = problems[:12] + ([f"  ... and {len(problems) - 12} more"] if len(problems) > 12 else [])
+        raise CheckpointError(
+            f"{what} does not fit the model ({len(problems)} mismatching key(s)):\n"
+            + "\n".join(shown)
+            + f"\n{hint}"
+        )
+    leaves = [jax.numpy.asarray(s[k], dtype=t[k].dtype) for k in t]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(target), leaves)
+
+
 def merge_pretrained(fresh: PyTree, loaded: PyTree, source: str) -> tuple[PyTree, list[str]]:
-    """Replace the top-level parts of `fresh` (e.g. "miacnet", "dit") found in `loaded` when shapes match.
+    """Graft the top-level parts of `fresh` (e.g. "miacnet", "dit") that `loaded` also has.
 
     Returns the merged tree and the names taken from `loaded`; a part present in both with other
-    shapes is an error naming it.
+    keys or shapes is an error listing them.
     """
     merged, taken = dict(fresh), []
+    hint = "model.resnet_width / model.dit / model.fusion differ from that run's; use a matching checkpoint"
     for name, sub in fresh.items():
-        if name not in loaded:
-            continue
-        want = jax.tree_util.tree_map(lambda x: tuple(x.shape), sub)
-        got = jax.tree_util.tree_map(lambda x: tuple(x.shape), loaded[name])
-        if want != got:
-            raise CheckpointError(
-                f"{source}: part '{name}' has other shapes than this config's model "
-                "(model.resnet_width / model.dit / model.fusion differ); use a matching checkpoint"
-            )
-        merged[name] = jax.tree_util.tree_map(lambda f, x: jax.numpy.asarray(x, f.dtype), sub, loaded[name])
-        taken.append(name)
+        if name in loaded:
+            merged[name] = graft(sub, loaded[name], f"{source}: part '{name}'", hint)
+            taken.append(name)
     return merged, taken

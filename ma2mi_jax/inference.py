@@ -26,11 +26,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
+from ma2mi_jax import checkpoints
 from ma2mi_jax.checkpoints import CheckpointError
+from ma2mi_jax.data import decode, frames
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.errors import ExistsError, NotFoundError
+from ma2mi_jax.models import miacnet
 
 FORMAT = "ma2mi_jax.classifier"
 FORMAT_VERSION = 1
@@ -46,8 +48,6 @@ def is_exported_classifier(path: str | os.PathLike) -> bool:
 
 
 def _normalisation() -> dict:
-    from ma2mi_jax.models import miacnet
-
     return {
         "input": "RGB uint8 in [0, 255], NHWC, resized to image_size x image_size with OpenCV "
         "(INTER_AREA when shrinking, INTER_LINEAR when growing); the model normalises internally",
@@ -71,8 +71,6 @@ def export_classifier(
 
     variables: {"params", "batch_stats"} of ONE MIACClassifier (no fold axis).
     """
-    from ma2mi_jax import checkpoints
-
     out = Path(out_dir).absolute()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
@@ -100,9 +98,7 @@ def export_classifier(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         tree = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-        tree = jax.tree.map(lambda x: np.asarray(x), tree)
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp / VARIABLES_DIR, tree)
+        checkpoints.save_tree(tmp / VARIABLES_DIR, tree)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -118,8 +114,6 @@ def export_classifier(
 
 
 def _model(meta: dict):
-    from ma2mi_jax.models import miacnet
-
     m = meta["model"]
     cfg = ml_collections.ConfigDict({"resnet_width": m["resnet_width"], "fusion": m["fusion"]})
     return miacnet.classifier_from_config(cfg, int(m["num_classes"]), m.get("dtype", "float32"))
@@ -134,11 +128,9 @@ def _abstract_variables(model, image_size: int) -> dict:
 
 def _check_variables(model, image_size: int, variables: dict, what: str) -> dict:
     """`variables` in the model's structure; an error lists mismatching keys and shapes."""
-    from ma2mi_jax.train.finetune import graft
-
     target = _abstract_variables(model, image_size)
     return {
-        col: graft(
+        col: checkpoints.graft(
             target[col],
             variables.get(col, {}),
             f"{col} of {what}",
@@ -168,24 +160,13 @@ def read_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_variables(path: str | os.PathLike) -> dict:
+def load_exported_variables(path: str | os.PathLike) -> dict:
     """{"params", "batch_stats"} of an export as numpy arrays, checked against its classifier.json."""
     path = Path(path).absolute()
     meta = read_meta(path)
-    with ocp.StandardCheckpointer() as ckptr:
-        raw = ckptr.restore(
-            path / VARIABLES_DIR,
-            jax.tree.map(
-                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=_host_sharding()),
-                ckptr.metadata(path / VARIABLES_DIR).item_metadata.tree,
-            ),
-        )
+    raw = checkpoints.restore_tree(path / VARIABLES_DIR)
     variables = _check_variables(_model(meta), int(meta["image_size"]), raw, str(path))
     return jax.tree.map(np.asarray, variables)
-
-
-def _host_sharding() -> jax.sharding.Sharding:
-    return jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
 
 @dataclasses.dataclass
@@ -207,8 +188,6 @@ class Classifier:
 
     def prepare(self, image: Image) -> np.ndarray:
         """A path or an RGB array -> uint8[image_size, image_size, 3], as in training."""
-        from ma2mi_jax.data import decode
-
         if isinstance(image, str | os.PathLike):
             return decode.read_image(os.fspath(image), self.image_size)
         arr = np.asarray(image)
@@ -235,8 +214,6 @@ class Classifier:
 
 def clip_frame_paths(folder: str | os.PathLike, onset: int, apex: int) -> tuple[str, str]:
     """Paths of the frames numbered `onset` and `apex` in a clip folder."""
-    from ma2mi_jax.data import frames
-
     listed = dict(frames.list_frames(os.fspath(folder)))
     if not listed:
         raise NotFoundError(f"{folder}: no numbered image frames")
@@ -253,7 +230,7 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
     """Load an exported classifier folder in one call."""
     meta = read_meta(path)
     model = _model(meta)
-    variables = jax.tree.map(jnp.asarray, load_variables(path))
+    variables = jax.tree.map(jnp.asarray, load_exported_variables(path))
     return Classifier(
         model=model,
         variables=variables,
@@ -261,30 +238,3 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
         image_size=int(meta["image_size"]),
         meta=meta,
     )
-
-
-def export_from_workdir(
-    workdir: str | os.PathLike, out: str | os.PathLike, fold: str | None = None, overwrite: bool = False
-) -> list[Path]:
-    """Export one fold (`fold`, "all" for the model trained on every subject) or every fold to out/<fold>."""
-    from ma2mi_jax.train import finetune
-
-    if fold is not None:
-        targets = [(fold, Path(out))]
-    else:
-        targets = [(name, Path(out) / name) for name in finetune.trained_fold_names(workdir)]
-    written = []
-    for name, path in targets:
-        variables, config, spec = finetune.load_fold_variables(workdir, name)
-        written.append(
-            export_classifier(
-                path,
-                variables,
-                config,
-                fold=name,
-                test_subjects=spec.test_subjects,
-                source=str(Path(workdir).absolute()),
-                overwrite=overwrite,
-            )
-        )
-    return written

@@ -15,7 +15,7 @@ import time
 
 import ml_collections
 
-from ma2mi_jax import inference, probe
+from ma2mi_jax import probe
 from ma2mi_jax.data import synthetic
 from ma2mi_jax.models import vae as vae_lib
 from ma2mi_jax.train import autoencoder, diagnostics, finetune, pretrain
@@ -159,7 +159,7 @@ def run(
     t = time.perf_counter()
     if os.path.isdir(paths.export):
         shutil.rmtree(paths.export)
-    inference.export_from_workdir(paths.loso, paths.export, fold=finetune.FINAL_FOLD)
+    finetune.export_from_workdir(paths.loso, paths.export, fold=finetune.FINAL_FOLD)
     times["export"] = time.perf_counter() - t
 
     total = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""What a cross-validation run leaves: results.json, predictions CSV, confusion-matrix PNG, console table.
+"""What a cross-validation run leaves beside results.json: predictions CSV, confusion matrix, console table.
 
 Every file is written to a temporary name beside its target and renamed into place, so a crash never
 leaves a half-written report.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -35,29 +34,6 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def _json_safe(obj):
-    """Numpy scalars/arrays to Python, NaN/inf to None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: str | os.PathLike, obj: dict) -> Path:
-    """Write a dict as indented strict JSON, atomically."""
-    path = Path(path)
-    text = json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n"
-    _atomic_write_bytes(path, text.encode())
-    return path
 
 
 def write_predictions_csv(path: str | os.PathLike, rows: Sequence[dict], class_names: Sequence[str]) -> Path:

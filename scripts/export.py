@@ -20,9 +20,9 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv: list[str]) -> None:
     """Parse flags and export."""
     cli.check_no_extra_args(argv)
-    from ma2mi_jax import inference
+    from ma2mi_jax.train import finetune
 
-    for path in inference.export_from_workdir(
+    for path in finetune.export_from_workdir(
         _WORKDIR.value, _OUT.value, fold=_FOLD.value, overwrite=_OVERWRITE.value
     ):
         print(f"exported {path}")

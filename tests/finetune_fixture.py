@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 from PIL import Image
@@ -73,23 +74,79 @@ def tiny_config(root: str, workdir: str, **overrides):
     return config
 
 
-def run_and_kill(data_root: str, workdir: str, overrides: dict, kill_at_batch: int) -> None:
-    """Run cross-validation in this process and SIGKILL it when the `kill_at_batch`-th batch is drawn."""
-    import signal
+def fixed_data(num_folds: int, batch: int = 4, size: int = 32, seed: int = 3):
+    """A data set of F x B seeded pairs and the batch that gives fold f its f-th block, unwarped.
 
+    Returns (data for the runner, batch {"indices" int32[F,B], "warp" identity f32[F,B,2,3]},
+    the same batch as frames {"frame0","frame1","label"} [F,B,...]).
+    """
+    from ma2mi_jax.data import device_augment
+    from ma2mi_jax.train.finetune import step
+
+    rng = np.random.default_rng(seed)
+    n = num_folds * batch
+    frames = {
+        "frame0": rng.integers(0, 256, (num_folds, batch, size, size, 3), dtype=np.uint8),
+        "frame1": rng.integers(0, 256, (num_folds, batch, size, size, 3), dtype=np.uint8),
+        "label": rng.integers(0, 5, (num_folds, batch)).astype(np.int32),
+    }
+    pairs = np.stack([frames["frame0"], frames["frame1"]], axis=2).reshape(n, 2, size, size, 3)
+    labels = frames["label"].reshape(n)
+    indices = np.arange(n, dtype=np.int32).reshape(num_folds, batch)
+    warp = device_augment.identity_matrices(n).reshape(num_folds, batch, 2, 3)
+    return step.fold_data(pairs, labels), {"indices": indices, "warp": warp}, frames
+
+
+def fold_runner(model, tx, data, *, frozen=(), aux=None, aux_weight=0.0, sequential=False, fold_threads=1):
+    """The run's FoldGroupRunner without augmentation (so a step sees exactly the indexed frames)."""
+    from ma2mi_jax import losses
+    from ma2mi_jax.data.device_augment import PairAugment
+    from ma2mi_jax.train.finetune import runner, step
+
+    frame_step = step.make_frame_step(
+        model, tx, losses.cross_entropy, frozen, None if aux is None else aux.loss, aux_weight
+    )
+    return runner.FoldGroupRunner(
+        step.make_fold_step(frame_step, PairAugment()),
+        step.make_fold_predict(model),
+        data,
+        sequential=sequential,
+        frozen_inputs=None if aux is None else aux.frozen_inputs(),
+        fold_threads=fold_threads,
+    )
+
+
+def killing_batch_source(kill_at_epoch: int):
+    """A batch source (run_cross_validation's `batch_source`) that SIGKILLs this process as epoch
+    `kill_at_epoch` is about to be trained, i.e. after the checkpoints of the epochs before it."""
     from ma2mi_jax.train import finetune
 
-    draw = finetune.GroupBatches.__next__
-    count = {"n": 0}
+    class KillingBatches(finetune.FoldBatches):
+        def epoch(self, epoch: int) -> dict:
+            if epoch == kill_at_epoch:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().epoch(epoch)
 
-    def killing_next(self):
-        count["n"] += 1
-        if count["n"] == kill_at_batch:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return draw(self)
+    def source(folds, steps_per_epoch, config):
+        base = finetune.fold_batches(folds, steps_per_epoch, config)
+        return KillingBatches(
+            base.train_indices,
+            base.seeds,
+            base.batch_size,
+            base.steps_per_epoch,
+            base.augment,
+            base.image_size,
+        )
 
-    finetune.GroupBatches.__next__ = killing_next
-    finetune.run_cross_validation(tiny_config(data_root, workdir, **overrides), workdir)
+    return source
+
+
+def run_and_kill(data_root: str, workdir: str, overrides: dict, kill_at_epoch: int) -> None:
+    """Run cross-validation in this process and SIGKILL it as epoch `kill_at_epoch` starts."""
+    from ma2mi_jax.train import finetune
+
+    config = tiny_config(data_root, workdir, **overrides)
+    finetune.run_cross_validation(config, workdir, batch_source=killing_batch_source(kill_at_epoch))
 
 
 if __name__ == "__main__":

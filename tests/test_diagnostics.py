@@ -8,8 +8,8 @@ from pretrain_fixture import make_dfew, tiny_config
 
 from ma2mi_jax.data import readers
 from ma2mi_jax.data.records import DataError
-from ma2mi_jax.train import diagnostics, steps
-from ma2mi_jax.train import state as state_lib
+from ma2mi_jax.train import diagnostics, pretrain_step
+from ma2mi_jax.train import pretrain_state as state_lib
 
 B, SIZE = 4, 32
 
@@ -17,7 +17,7 @@ B, SIZE = 4, 32
 def _models(residual: bool):
     config = tiny_config({"space": "pixel", "model.dit": "T/4", "model.dit_residual": residual})
     models = state_lib.build_models(config)
-    params, stats = state_lib.init_variables(models, steps.init_key(0))
+    params, stats = state_lib.init_variables(models, pretrain_step.init_key(0))
     return models, params, stats
 
 
@@ -105,7 +105,7 @@ def test_evaluation_pairs_are_the_same_every_time(clips):
 def test_maer_reports_cross_entropy_and_accuracy_at_known_values():
     config = tiny_config({"objective": "supervised"})
     models = state_lib.build_models(config, num_classes=7)
-    params, stats = state_lib.init_variables(models, steps.init_key(0))  # zero head: uniform logits
+    params, stats = state_lib.init_variables(models, pretrain_step.init_key(0))  # zero head: uniform logits
     batch = {**_batch(), "label": np.array([0, 3, 0, 6], np.int32)}
     out = _mean(diagnostics.make_eval_fn(models)(params, stats, {}, batch))
     assert out["ce"] == pytest.approx(np.log(7.0), rel=1e-5)

@@ -13,11 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import tiny_config
+from finetune_fixture import fixed_data, fold_runner, tiny_config
 
+from ma2mi_jax import checkpoints
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.train import finetune
-from ma2mi_jax.train import folds as folds_lib
+from ma2mi_jax.train.finetune import data as data_lib
+from ma2mi_jax.train.finetune import init as init_lib
+from ma2mi_jax.train.finetune import runner as runner_lib
+from ma2mi_jax.train.finetune import step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every run of this file: 3 epochs, evaluation and a checkpoint after each.
@@ -90,27 +94,37 @@ def test_vmapped_and_sequential_agree(vmapped, data_root, tmp_path):
 
 
 def test_held_out_subject_never_in_training_batches(data_root):
+    """Every fold's index stream draws only its training subjects, covers them, and gathers their labels."""
     config = tiny_config(data_root, "unused", **RUN)
     samples, pairs = finetune.read_data(config)
     specs = finetune.fold_specs_from_protocol(config, samples)
     groups = finetune.make_groups(specs, 0, config.train.batch_size, None)
     subjects = np.asarray([s.subject for s in samples])
-    batches = finetune.GroupBatches(samples, pairs, groups[0].folds, config)
+    labels = np.asarray([s.label for s in samples], np.int32)
+    data = jax.tree.map(jnp.asarray, step_lib.fold_data(pairs, labels))
+    streams = finetune.fold_batches(groups[0].folds, groups[0].steps_per_epoch, config)
     seen = [set() for _ in specs]
-    for _ in range(config.train.epochs * groups[0].steps_per_epoch):
-        batch = next(batches)
-        assert batch["frame0"].shape == (4, config.train.batch_size, 32, 32, 3)
+    for epoch in range(1, config.train.epochs + 1):
+        indices = streams.epoch(epoch)["indices"]  # [S,F,B]
+        assert indices.shape == (groups[0].steps_per_epoch, 4, config.train.batch_size)
         for f, spec in enumerate(specs):
-            batch_subjects = set(subjects[batch["index"][f]])
+            batch_subjects = set(subjects[indices[:, f].ravel()])
             assert not batch_subjects & set(spec.test_subjects), spec.name
-            seen[f] |= set(batch["index"][f].tolist())
-            np.testing.assert_array_equal(batch["label"][f], [samples[i].label for i in batch["index"][f]])
+            seen[f] |= set(indices[:, f].ravel().tolist())
+        batch = step_lib.gather_batch(data, jnp.asarray(indices[0, 0]))  # what the step reads
+        np.testing.assert_array_equal(batch["label"], labels[indices[0, 0]])
+        np.testing.assert_array_equal(batch["frame0"], pairs[indices[0, 0], 0])
+        np.testing.assert_array_equal(batch["frame1"], pairs[indices[0, 0], 1])
     for f, spec in enumerate(specs):  # every training sample of the fold is drawn within the epochs
         assert seen[f] == set(spec.train_indices.tolist())
+    # A fold's stream depends only on the seed and its global index, not on its group.
+    alone = finetune.fold_batches(groups[0].folds[2:3], groups[0].steps_per_epoch, config)
+    for key in ("indices", "warp"):
+        np.testing.assert_array_equal(alone.epoch(2)[key][:, 0], streams.epoch(2)[key][:, 2])
 
 
 def test_killed_run_resumes_to_the_same_results(vmapped, data_root, tmp_path, compile_cache):
-    """SIGKILL in the middle of epoch 2 (after the epoch-1 checkpoint); the resumed run ends identical."""
+    """SIGKILL as epoch 2 starts (after the epoch-1 checkpoint); the resumed run ends identical."""
     reference_dir, reference = vmapped
     workdir = tmp_path / "killed"
     env = {
@@ -120,10 +134,9 @@ def test_killed_run_resumes_to_the_same_results(vmapped, data_root, tmp_path, co
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
-    steps_per_epoch = 4  # 15 training samples per fold, batch 4
     cmd = [
         sys.executable, os.path.join(REPO, "tests", "finetune_fixture.py"), data_root, str(workdir),
-        json.dumps(RUN), str(steps_per_epoch + 2),
+        json.dumps(RUN), "2",
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
@@ -168,20 +181,20 @@ def test_checkpoint_of_another_size_lists_keys_and_config_keys():
     config = tiny_config("unused", "unused")
     small, wide = shapes(8), shapes(16)
     with pytest.raises(ValueError, match=r"model.resnet_width=16") as err:
-        finetune.graft(
+        checkpoints.graft(
             small["params"]["miacnet"],
             wide["params"]["miacnet"],
             "params of ckpt",
-            finetune._architecture_hint(wide["params"]["miacnet"], config),
+            init_lib.architecture_hint(wide["params"]["miacnet"], config),
         )
     assert "shape action_encoder/bn1/bias: model (8,), checkpoint (16,)" in str(err.value)
     none = shapes(8, "none")
     with pytest.raises(ValueError, match=r"model.fusion='none'") as err:
-        finetune.graft(
+        checkpoints.graft(
             small["params"]["miacnet"],
             none["params"]["miacnet"],
             "params of ckpt",
-            finetune._architecture_hint(none["params"]["miacnet"], config),
+            init_lib.architecture_hint(none["params"]["miacnet"], config),
         )
     assert "missing in checkpoint: position_encoder" in str(err.value)
 
@@ -196,36 +209,31 @@ def test_imagenet_init_needs_width_64(data_root, tmp_path):
 
 def test_frozen_encoders_keep_weights_and_batch_statistics(compile_cache):
     """freeze_position: position encoder params and BN statistics unchanged; the rest trains."""
-    from ma2mi_jax import losses
     from ma2mi_jax.train import optim
 
     config = tiny_config("unused", "unused")
     config.finetune.freeze_position = True
     model = finetune.build_classifier(config)
-    rng = np.random.default_rng(0)
-    x0 = rng.integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)  # [F,B,H,W,3]
-    x1 = rng.integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)
+    data, batch, _ = fixed_data(2, seed=0)  # fold 0 trains on samples 0-3, fold 1 on 4-7
     variables, _ = finetune.initial_variables(config, model)  # the runs' (cached) init program
     # Non-trivial running statistics, so that "kept" and "reset" can be told apart.
     variables = {
         "params": variables["params"],
         "batch_stats": jax.tree.map(lambda v: v + 0.5, variables["batch_stats"]),
     }
-    frozen = folds_lib.frozen_modules(config.finetune)
+    frozen = step_lib.frozen_modules(config.finetune)
     assert frozen == ("position_encoder",)
-    tx = optim.make_optimizer(config.train, 10, folds_lib.trainable_fn(frozen))
-    step = folds_lib.make_train_step(model, tx, losses.cross_entropy, frozen)
-    runner = folds_lib.FoldGroupRunner(step, folds_lib.make_predict(model))
-    state = folds_lib.init_fold_state(variables, tx, 2)
-    keys = jnp.stack([folds_lib.fold_key(0, 0), folds_lib.fold_key(0, 1)])
-    batch = {"frame0": x0, "frame1": x1, "label": np.asarray([[0, 1, 2, 3], [4, 3, 2, 1]], np.int32)}
+    tx = optim.make_optimizer(config.train, 10, step_lib.trainable_outside(frozen))
+    runner = fold_runner(model, tx, data, frozen=frozen)
+    state = runner.group_state(step_lib.broadcast_folds(step_lib.init_fold_state(variables, tx), 2))
+    keys = jnp.stack([step_lib.fold_key(0, 0), step_lib.fold_key(0, 1)])
     for _ in range(2):
         state, m = runner.train_step(state, batch, keys)
     assert m["loss"].shape == (2,)
     before_p = variables["params"]["miacnet"]
     before_s = variables["batch_stats"]["miacnet"]
     for i in range(2):
-        after = folds_lib.take_fold(state, i)
+        after = step_lib.take_fold(state, i)
         jax.tree.map(
             np.testing.assert_array_equal,
             after.params["classifier"]["miacnet"]["position_encoder"],
@@ -263,7 +271,7 @@ def test_frozen_batchnorm_is_inference_mode(compile_cache):
     v = {"params": v["params"], "batch_stats": jax.tree.map(lambda s: s + 0.3, v["batch_stats"])}
     v["params"]["head"] = jax.tree.map(lambda p: p + 0.01, v["params"]["head"])
     expected = model.apply(v, x0, x1, train=False, return_features=True)[1]
-    with folds_lib.frozen_batchnorm(("position_encoder", "action_encoder")):
+    with step_lib.frozen_batchnorm(("position_encoder", "action_encoder")):
         (_, got), new = model.apply(v, x0, x1, train=True, return_features=True, mutable=["batch_stats"])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     jax.tree.map(np.testing.assert_array_equal, new["batch_stats"], v["batch_stats"])
@@ -274,8 +282,29 @@ def test_frozen_batchnorm_is_inference_mode(compile_cache):
     )
 
 
+def test_folds_stepped_from_several_threads_give_the_same_bits(compile_cache):
+    """Sequential mode with 3 host threads = one thread, bit for bit (each fold's steps stay in order)."""
+    from ma2mi_jax.train import optim
+
+    config = tiny_config("unused", "unused")
+    model = finetune.build_classifier(config)
+    variables, _ = finetune.initial_variables(config, model)
+    tx = optim.make_optimizer(config.train, 10)
+    data, batch, _ = fixed_data(3, seed=2)
+    epoch = {k: np.stack([v, v[::-1]]) for k, v in batch.items()}  # 2 steps, leaves [S,F,B,...]
+    keys = jnp.stack([step_lib.fold_key(0, i) for i in range(3)])
+    states = []
+    for threads in (1, 3):
+        runner = fold_runner(model, tx, data, sequential=True, fold_threads=threads)
+        state = runner.group_state(step_lib.broadcast_folds(step_lib.init_fold_state(variables, tx), 3))
+        state, metrics = runner.run_epoch(state, epoch, keys)
+        assert metrics["loss"].shape == (2, 3)
+        states.append((runner.stacked(state), metrics))
+    jax.tree.map(np.testing.assert_array_equal, states[0], states[1])
+
+
 def test_eval_index_batches_pad_and_mask():
-    idx, mask = finetune.eval_index_batches([np.arange(5), np.arange(10, 12)], 4)
+    idx, mask = data_lib.eval_index_batches([np.arange(5), np.arange(10, 12)], 4)
     assert idx.shape == mask.shape == (2, 2, 4)  # [nb, F, B]
     np.testing.assert_array_equal(idx[:, 0][mask[:, 0]], np.arange(5))
     np.testing.assert_array_equal(idx[:, 1][mask[:, 1]], [10, 11])
@@ -287,8 +316,8 @@ def test_fold_mode_is_automatic_unless_set():
 
     ft = configlib.finetune_base().finetune
     assert ft.sequential is None
-    assert folds_lib.runs_sequentially(ft) == (jax.default_backend() == "cpu")
+    assert runner_lib.runs_sequentially(ft) == (jax.default_backend() == "cpu")
     ft.sequential = False
-    assert not folds_lib.runs_sequentially(ft)
+    assert not runner_lib.runs_sequentially(ft)
     ft.sequential = True
-    assert folds_lib.runs_sequentially(ft)
+    assert runner_lib.runs_sequentially(ft)

@@ -14,13 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import tiny_config
+from finetune_fixture import fixed_data, fold_runner, tiny_config
 from pretrain_fixture import tiny_config as pretrain_tiny_config
 
 from ma2mi_jax import checkpoints, losses
 from ma2mi_jax.train import finetune, optim
-from ma2mi_jax.train import folds as folds_lib
-from ma2mi_jax.train import state as state_lib
+from ma2mi_jax.train import pretrain_state as state_lib
+from ma2mi_jax.train.finetune import aux as aux_lib
+from ma2mi_jax.train.finetune import step as step_lib
 
 AUX = 0.5  # finetune.aux_rec_weight of the runs
 
@@ -45,7 +46,7 @@ def _write_pretraining_workdir(workdir: str, overrides: dict, miacnet: dict) -> 
     ckpts = checkpoints.Checkpoints(
         os.path.join(workdir, checkpoints.CHECKPOINT_DIR), keep=1, async_save=False
     )
-    ckpts.save(4, state.as_dict(), {}, config)
+    ckpts.save(4, state.as_dict(), **checkpoints.run_items({}, config))
     ckpts.close()
     checkpoints.save_config(workdir, config)
     return jax.tree.map(np.asarray, params)
@@ -89,11 +90,7 @@ def test_run_trains_dit_per_fold_and_exports_classifier_only(aux_run, pretrained
     train = json.loads((workdir / "folds" / "group_000.json").read_text())["train"][0]
     assert train["loss"] == pytest.approx(train["ce"] + AUX * train["rec"], rel=1e-5)
     assert 0 < train["rec"] < 10
-    ckpt = finetune._Checkpoints(workdir / "checkpoints" / "group_000", 1)
-    try:
-        raw = ckpt.restore_host(1)
-    finally:
-        ckpt.close()
+    raw = checkpoints.restore_host(workdir / checkpoints.CHECKPOINT_DIR / "group_000", 1)
     dit_before = pretrained[1]["dit"]
     dit_after = raw["params"]["dit"]  # leaves [F,...]
     for f in range(4):
@@ -123,30 +120,26 @@ def setup(aux_run):
     _, config, _ = aux_run
     model = finetune.build_classifier(config)
     variables, _ = finetune.initial_variables(config, model)
-    aux = finetune.aux_reconstruction(config)
+    aux = aux_lib.aux_reconstruction(config)
     # The run's optimiser (constant learning rate: the schedule's length does not enter the program)
     tx = optim.make_optimizer(config.train, 10)
     return model, variables, aux, tx, float(config.train.lr)
 
 
-def _fixed_batch(num_folds: int, batch: int = 4, size: int = 32, seed: int = 3) -> dict:
-    rng = np.random.default_rng(seed)
-    return {
-        "frame0": rng.integers(0, 256, (num_folds, batch, size, size, 3), dtype=np.uint8),
-        "frame1": rng.integers(0, 256, (num_folds, batch, size, size, 3), dtype=np.uint8),
-        "label": rng.integers(0, 5, (num_folds, batch)).astype(np.int32),
-    }
+def _start(runner, variables, tx, num_folds, extra=None):
+    """Every fold at step 0, in the runner's form."""
+    single = step_lib.init_fold_state(variables, tx, extra)
+    return runner.group_state(step_lib.broadcast_folds(single, num_folds))
 
 
 def test_rec_is_l1_of_dit_on_vae_latents_and_dit_trains_per_fold(setup):
     """The run's vmapped step (same program): loss = CE + w * L1(DiT(VAE(onset), c), VAE(apex))."""
     model, variables, aux, tx, _ = setup
-    step = folds_lib.make_train_step(model, tx, losses.cross_entropy, (), aux.loss, AUX)
-    batch = _fixed_batch(4)
-    keys = jnp.stack([folds_lib.fold_key(0, i) for i in range(4)])
-    runner = folds_lib.FoldGroupRunner(step, folds_lib.make_predict(model), frozen_inputs=aux.frozen_inputs())
-    state = runner.place(folds_lib.init_fold_state(variables, tx, 4, {"dit": aux.dit_params}))
-    state, m = runner.train_step(state, batch, keys)
+    data, fold_batch, batch = fixed_data(4)
+    keys = jnp.stack([step_lib.fold_key(0, i) for i in range(4)])
+    runner = fold_runner(model, tx, data, aux=aux, aux_weight=AUX)
+    state = _start(runner, variables, tx, 4, {"dit": aux.dit_params})
+    state, m = runner.train_step(state, fold_batch, keys)
     m = jax.tree.map(np.asarray, m)  # per fold [F]
     np.testing.assert_allclose(m["loss"], m["ce"] + AUX * m["rec"], rtol=1e-6)
     # The DiT moved, and differently per fold (different labels, so different gradients through c).
@@ -186,24 +179,19 @@ def test_zero_aux_weight_equals_plain_cross_entropy(setup):
     mode with the frozen VAE inputs against the vmapped step.
     """
     model, variables, aux, tx, lr = setup
-    batch = _fixed_batch(2, seed=5)
-    keys = jnp.stack([folds_lib.fold_key(0, i) for i in range(2)])
-    predict = folds_lib.make_predict(model)
-    with_aux = folds_lib.FoldGroupRunner(
-        folds_lib.make_train_step(model, tx, losses.cross_entropy, (), aux.loss, 0.0),
-        predict,
-        sequential=True,
-        frozen_inputs=aux.frozen_inputs(),
-    )
-    plain = folds_lib.FoldGroupRunner(folds_lib.make_train_step(model, tx, losses.cross_entropy), predict)
-    s_aux = with_aux.place(folds_lib.init_fold_state(variables, tx, 2, {"dit": aux.dit_params}))
-    s_plain = plain.place(folds_lib.init_fold_state(variables, tx, 2))
+    data, fold_batch, _ = fixed_data(2, seed=5)
+    keys = jnp.stack([step_lib.fold_key(0, i) for i in range(2)])
+    with_aux = fold_runner(model, tx, data, aux=aux, aux_weight=0.0, sequential=True)
+    plain = fold_runner(model, tx, data)
+    s_aux = _start(with_aux, variables, tx, 2, {"dit": aux.dit_params})
+    s_plain = _start(plain, variables, tx, 2)
     for _ in range(2):
-        s_aux, m_aux = with_aux.train_step(s_aux, batch, keys)
-        s_plain, m_plain = plain.train_step(s_plain, batch, keys)
+        s_aux, m_aux = with_aux.train_step(s_aux, fold_batch, keys)
+        s_plain, m_plain = plain.train_step(s_plain, fold_batch, keys)
         np.testing.assert_allclose(m_aux["loss"], m_plain["loss"], rtol=1e-5)
         np.testing.assert_allclose(m_aux["ce"], m_plain["loss"], rtol=1e-5)
         assert np.all(np.asarray(m_aux["rec"]) > 0)
+    s_aux = with_aux.stacked(s_aux)  # one FoldState per fold -> stacked [F,...], as checkpointed
     p_aux, p_plain = s_aux.params["classifier"], s_plain.params["classifier"]
     # Adam moves a weight by about lr per step whatever its gradient's size, so a near-zero gradient
     # whose sign differs by rounding between two programs can differ by 2 lr per step ...
@@ -226,11 +214,11 @@ def test_pixel_space_pretraining_uses_pixels_and_checks_the_dit_variant(
     params = _write_pretraining_workdir(pre, {"space": "pixel", "model.dit": "T/4"}, classifier_variables)
     overrides = {"init": pre, "finetune.aux_rec_weight": AUX}
     with pytest.raises(ValueError, match=r"model\.dit='T/4'.*space='pixel'"):
-        finetune.aux_reconstruction(tiny_config(data_root, "unused", **overrides))  # tiny: model.dit='T/2'
-    aux = finetune.aux_reconstruction(tiny_config(data_root, "unused", **overrides, **{"model.dit": "T/4"}))
+        aux_lib.aux_reconstruction(tiny_config(data_root, "unused", **overrides))  # tiny: model.dit='T/2'
+    aux = aux_lib.aux_reconstruction(tiny_config(data_root, "unused", **overrides, **{"model.dit": "T/4"}))
     assert aux.vae is None and aux.space == "pixel" and aux.frozen_inputs() == {}
     jax.tree.map(np.testing.assert_array_equal, aux.dit_params, params["dit"])
-    batch = jax.tree.map(lambda x: x[0], _fixed_batch(1, seed=9))
+    batch = jax.tree.map(lambda x: x[0], fixed_data(1, seed=9)[2])
     c = jnp.asarray(np.random.default_rng(0).normal(size=(4, 64)), jnp.float32)  # [B,C]
 
     @jax.jit

@@ -40,7 +40,7 @@ def _fold_probabilities(workdir, fold):
 
 def test_export_load_predict_reproduces_training_predictions(trained, tmp_path):
     _, workdir, config = trained
-    (path,) = inference.export_from_workdir(workdir, tmp_path / "sub02", fold="sub02")
+    (path,) = finetune.export_from_workdir(workdir, tmp_path / "sub02", fold="sub02")
     clf = inference.load_classifier(path)
     assert clf.class_names == tuple(config.data.class_names) and clf.image_size == 32
     assert clf.meta["test_subjects"] == ["sub02"] and clf.meta["model"]["resnet_width"] == 8
@@ -62,14 +62,14 @@ def test_export_load_predict_reproduces_training_predictions(trained, tmp_path):
         atol=1e-5,
     )
     # The folds' models differ: another fold's export predicts other probabilities for the same pair.
-    (other,) = inference.export_from_workdir(workdir, tmp_path / "sub03", fold="sub03")
+    (other,) = finetune.export_from_workdir(workdir, tmp_path / "sub03", fold="sub03")
     q = inference.load_classifier(other).predict_pair(s.onset_path, s.apex_path)["probabilities"]
     assert np.abs(q - expected[0]).max() > 1e-6
 
 
 def test_export_every_fold_and_the_final_model(trained, tmp_path):
     _, workdir, _ = trained
-    paths = inference.export_from_workdir(workdir, tmp_path / "all_folds")
+    paths = finetune.export_from_workdir(workdir, tmp_path / "all_folds")
     assert sorted(p.name for p in paths) == ["all", "sub01", "sub02", "sub03", "sub04"]
     final = inference.load_classifier(tmp_path / "all_folds" / "all")
     assert final.meta["fold"] == "all" and final.meta["test_subjects"] == []
@@ -86,10 +86,10 @@ def test_export_refuses_to_overwrite_and_unknown_fold(trained, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        inference.export_from_workdir(workdir, out, fold="sub01")
+        finetune.export_from_workdir(workdir, out, fold="sub01")
     assert os.listdir(out) == ["keep.txt"]
     with pytest.raises(ValueError, match=r"no fold named 'sub09'.*sub01, sub02"):
-        inference.export_from_workdir(workdir, tmp_path / "x", fold="sub09")
+        finetune.export_from_workdir(workdir, tmp_path / "x", fold="sub09")
     assert not (tmp_path / "x").exists()
 
 
@@ -97,7 +97,7 @@ def test_load_rejects_non_exports_and_mismatching_architecture(trained, tmp_path
     _, workdir, _ = trained
     with pytest.raises(FileNotFoundError, match="not an exported classifier"):
         inference.load_classifier(tmp_path)
-    (path,) = inference.export_from_workdir(workdir, tmp_path / "e", fold="sub01")
+    (path,) = finetune.export_from_workdir(workdir, tmp_path / "e", fold="sub01")
     meta = json.loads((path / "classifier.json").read_text())
     meta["model"]["resnet_width"] = 16
     (path / "classifier.json").write_text(json.dumps(meta))
@@ -107,20 +107,20 @@ def test_load_rejects_non_exports_and_mismatching_architecture(trained, tmp_path
 
 def test_fine_tuning_can_start_from_an_export(trained, tmp_path):
     root, workdir, config = trained
-    (path,) = inference.export_from_workdir(workdir, tmp_path / "e", fold="all")
+    (path,) = finetune.export_from_workdir(workdir, tmp_path / "e", fold="all")
     config = tiny_config(root, str(tmp_path / "w"), **RUN)
     config.init = str(path)
     model = finetune.build_classifier(config)
     variables, line = finetune.initial_variables(config, model)
     assert "exported classifier" in line
-    exported = inference.load_variables(path)
+    exported = inference.load_exported_variables(path)
     jax.tree.map(np.testing.assert_array_equal, variables["params"]["miacnet"], exported["params"]["miacnet"])
     assert not np.asarray(variables["params"]["head"]["kernel"]).any()  # head starts at zero
 
 
 def test_gradcam_heat_map(trained, tmp_path):
     _, workdir, config = trained
-    (path,) = inference.export_from_workdir(workdir, tmp_path / "e", fold="sub01")
+    (path,) = finetune.export_from_workdir(workdir, tmp_path / "e", fold="sub01")
     clf = inference.load_classifier(path)
     samples, _ = finetune.read_data(config)
     s = samples[0]

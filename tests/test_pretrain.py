@@ -13,8 +13,8 @@ import pytest
 from pretrain_fixture import make_dfew, run_subprocess, tiny_config
 
 from ma2mi_jax import checkpoints
-from ma2mi_jax.train import state as state_lib
-from ma2mi_jax.train import steps
+from ma2mi_jax.train import pretrain_state as state_lib
+from ma2mi_jax.train import pretrain_step
 
 # The run every end-to-end test compares with: 6 steps, checkpoints at 2, 4, 6, pictures at 3 and 6.
 RUN = {
@@ -105,7 +105,7 @@ def _setup(config):
     if config.space == "latent" and config.objective == "reconstruction":
         vae = vae_lib.vae_from_config(config.vae, config.data.image_size, seed=config.seed)
     models = state_lib.build_models(config, 7, vae)
-    params, stats = state_lib.init_variables(models, steps.init_key(config.seed))
+    params, stats = state_lib.init_variables(models, pretrain_step.init_key(config.seed))
     return vae, models, params, stats
 
 
@@ -123,7 +123,7 @@ def test_steps_lower_the_loss_on_a_fixed_batch(data_root):
     _, models, params, stats = _setup(config)
     tx = state_lib.make_optimizer(config, 10)
     state = state_lib.create_train_state(params, stats, tx)
-    step = jax.jit(steps.make_train_step(models, config, tx, 10, None), donate_argnums=(0,))
+    step = jax.jit(pretrain_step.make_train_step(models, config, tx, 10, None), donate_argnums=(0,))
     batch = _fixed_batch(config)
     history = []
     for _ in range(8):
@@ -155,7 +155,10 @@ def test_losses_reach_only_their_branches(data_root):
     leaves, treedef = jax.tree_util.tree_flatten(params["dit"])
     leaves = [x + 0.02 * jax.random.normal(k, x.shape) for x, k in zip(leaves, noise, strict=True)]
     params = {**params, "dit": jax.tree_util.tree_unflatten(treedef, leaves)}
-    loss_fn, loss_j = steps.make_loss_fn(models, config, vae), steps.make_loss_fn(models_j, joint, vae)
+    loss_fn, loss_j = (
+        pretrain_step.make_loss_fn(models, config, vae),
+        pretrain_step.make_loss_fn(models_j, joint, vae),
+    )
     batch, key = _fixed_batch(config), jax.random.PRNGKey(1)
 
     def term(fn, name):
@@ -222,7 +225,7 @@ def test_variants_trace_with_the_right_terms(data_root, overrides):
     params, stats = jax.eval_shape(lambda: state_lib.init_variables(models, jax.random.PRNGKey(0)))
     tx = state_lib.make_optimizer(config, 4)
     state = jax.eval_shape(lambda: state_lib.create_train_state(params, stats, tx))
-    step = steps.make_train_step(models, config, tx, 4, vae)
+    step = pretrain_step.make_train_step(models, config, tx, 4, vae)
     _, metrics = jax.eval_shape(step, state, vae.params if vae else {}, _fixed_batch(config))
     terms = set(metrics)
     assert ("ce" in terms) == (config.objective == "supervised")

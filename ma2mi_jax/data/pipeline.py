@@ -1,10 +1,10 @@
-"""Grain input pipelines: pre-training pairs (t, t+k), fold-stacked fine-tuning pairs, evaluation.
+"""Grain input pipeline of pre-training pairs (t, t+k), and the decoded onset/apex pairs of a micro set.
 
-Batches are dicts of numpy arrays, frames uint8 NHWC RGB:
-  pre-training  {"frame0", "frame1": uint8[B,H,W,3], "label": int32[B], "k": int32[B]}
-                (+ "latent0", "latent1": f32[B,h,w,c] with a latent cache)
-  fine-tuning   {"frame0" (onset), "frame1" (apex): uint8[F,B,H,W,3], "label", "index": int32[F,B]}
-  evaluation    {"frame0", "frame1": uint8[B,H,W,3], "index": int32[B], "mask": bool[B]} (+ "label")
+Pre-training batches are dicts of numpy arrays, frames uint8 NHWC RGB:
+  {"frame0", "frame1": uint8[B,H,W,3], "label": int32[B], "k": int32[B]}
+  (+ "latent0", "latent1": f32[B,h,w,c] with a latent cache)
+Fine-tuning decodes every onset/apex pair once (`load_micro_pairs`); its batches are drawn and
+augmented on the device (`train.finetune.data`, `data.device_augment`).
 
 Every random choice of an element comes from a generator seeded by (seed, global element index)
 (Grain's `random_map`), so the stream is the same for any number of worker processes, every epoch
@@ -17,8 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grain
@@ -33,8 +32,6 @@ from ma2mi_jax.data.records import DataError, MacroClip, MicroSample, ReadReport
 
 log = logging.getLogger(__name__)
 
-# A fine-tuning stream is endless; Grain's MapDataset needs a length, this one is never reached.
-_ENDLESS = 2**62
 # Tries before a non-strict pre-training element gives up finding a readable clip.
 _MAX_TRIES = 16
 
@@ -42,11 +39,6 @@ _MAX_TRIES = 16
 def steps_per_epoch(num_items: int, batch_size: int) -> int:
     """Full batches per epoch (the remainder is dropped)."""
     return num_items // batch_size
-
-
-def fold_steps_per_epoch(fold_train_indices: Sequence[np.ndarray], batch_size: int) -> int:
-    """Steps for the largest fold to see all its training samples once: ceil(max size / batch)."""
-    return math.ceil(max(len(ix) for ix in fold_train_indices) / batch_size)
 
 
 def _aug_params(augment: Mapping[str, Any] | Any) -> tuple[int, float, bool]:
@@ -327,112 +319,3 @@ def drop_bad_pairs(
     bad = {clip for clip, _ in report.dropped}
     keep = [i for i, s in enumerate(samples) if s.clip_id not in bad]
     return [samples[i] for i in keep], pairs[keep]
-
-
-@dataclasses.dataclass(frozen=True)
-class _FoldElement:
-    """random_map transform: step index -> a fold-stacked batch [F, B, ...]."""
-
-    pairs: np.ndarray  # uint8[N,2,H,W,3]
-    labels: np.ndarray  # int32[N]
-    folds: tuple[np.ndarray, ...]  # per fold, indices into pairs
-    batch_size: int
-    seed: int
-    crop_pad: int
-    rotation_deg: float
-    flip: bool
-
-    def _fold_indices(self, fold: int, step: int) -> np.ndarray:
-        """Indices of fold `fold`'s batch at `step`: its own per-epoch permutation, wrapping around."""
-        ix = self.folds[fold]
-        n = len(ix)
-        pos = np.arange(step * self.batch_size, (step + 1) * self.batch_size)  # [B]
-        out = np.empty(self.batch_size, np.int64)
-        for epoch in np.unique(pos // n):
-            perm = np.random.default_rng([self.seed, fold, int(epoch)]).permutation(n)
-            sel = pos // n == epoch
-            out[sel] = ix[perm[pos[sel] % n]]
-        return out
-
-    def __call__(self, step: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        size = self.pairs.shape[2]
-        idx = np.stack([self._fold_indices(f, int(step)) for f in range(len(self.folds))])  # [F,B]
-        frame0 = np.empty(idx.shape + self.pairs.shape[2:], np.uint8)  # [F,B,H,W,3]
-        frame1 = np.empty_like(frame0)
-        for f, b in np.ndindex(*idx.shape):
-            tr = aug.pair_transform(rng, size, self.crop_pad, self.rotation_deg, self.flip)
-            frame0[f, b], frame1[f, b] = aug.apply_pair(
-                tr, self.pairs[idx[f, b], 0], self.pairs[idx[f, b], 1]
-            )
-        return {
-            "frame0": frame0,
-            "frame1": frame1,
-            "label": self.labels[idx].astype(np.int32),
-            "index": idx.astype(np.int32),
-        }
-
-
-def fold_train_iterator(
-    samples: Sequence[MicroSample],
-    fold_train_indices: Sequence[np.ndarray],
-    *,
-    image_size: int,
-    batch_size: int,
-    seed: int,
-    augment: Mapping[str, Any] | Any,
-    workers: int = 0,
-    prefetch: int = 2,
-    pairs: np.ndarray | None = None,
-    threads: int = 2,
-) -> grain.DatasetIterator:
-    """Endless, seeded, resumable iterator of fold-stacked training batches [F, B, ...].
-
-    Fold f's batch holds only samples from `fold_train_indices[f]`, walking its own per-epoch
-    permutation; all folds advance one batch per step. Onset -> frame0, apex -> frame1, one
-    augmentation per pair. `pairs` (from `load_micro_pairs`) avoids decoding twice.
-    """
-    if pairs is None:
-        pairs = load_micro_pairs(samples, image_size)
-    if pairs.shape[0] != len(samples) or pairs.shape[1:] != (2, image_size, image_size, 3):
-        raise ValueError(
-            f"pairs has shape {pairs.shape}; expected ({len(samples)}, 2, {image_size}, {image_size}, 3) "
-            "(decode them with load_micro_pairs at data.image_size)"
-        )
-    folds = tuple(np.asarray(ix, np.int64) for ix in fold_train_indices)
-    for f, ix in enumerate(folds):
-        if len(ix) == 0:
-            raise ValueError(f"fold {f} has no training samples")
-        if ix.min() < 0 or ix.max() >= len(samples):
-            raise ValueError(f"fold {f}: training indices outside 0..{len(samples) - 1}")
-    crop_pad, rotation_deg, flip = _aug_params(augment)
-    element = _FoldElement(
-        pairs=pairs,
-        labels=np.asarray([s.label for s in samples], np.int32),
-        folds=folds,
-        batch_size=batch_size,
-        seed=seed,
-        crop_pad=crop_pad,
-        rotation_deg=rotation_deg,
-        flip=flip,
-    )
-    ds = grain.MapDataset.range(_ENDLESS).seed(seed).random_map(element)
-    return _iterate(ds, workers, prefetch, threads)
-
-
-def eval_batches(
-    pairs: np.ndarray, indices: np.ndarray, batch_size: int, labels: np.ndarray | None = None
-) -> Iterator[dict[str, np.ndarray]]:
-    """Deterministic, unaugmented batches of `pairs[indices]`; the last one padded, mask False there."""
-    indices = np.asarray(indices, np.int64)
-    for start in range(0, len(indices), batch_size):
-        real = indices[start : start + batch_size]
-        idx = np.concatenate([real, np.full(batch_size - len(real), real[-1], np.int64)])  # [B]
-        batch = {
-            "frame0": pairs[idx, 0],  # [B,H,W,3]
-            "frame1": pairs[idx, 1],
-            "index": idx.astype(np.int32),
-            "mask": np.arange(batch_size) < len(real),
-        }
-        if labels is not None:
-            batch["label"] = np.asarray(labels, np.int32)[idx]
-        yield batch

@@ -33,8 +33,8 @@ import numpy as np
 from ma2mi_jax import checkpoints
 from ma2mi_jax.data import decode, facecrop, pipeline
 from ma2mi_jax.data.records import DataError, MacroClip
-from ma2mi_jax.train import steps
-from ma2mi_jax.train.state import Models, PyTree
+from ma2mi_jax.train import pretrain_step
+from ma2mi_jax.train.pretrain_state import Models, PyTree
 
 FILENAME = "diagnostics.json"
 # Streams of the evaluation set, independent of training's (seed, element) streams.
@@ -111,7 +111,7 @@ def make_eval_fn(
         def condition(a, b):  # frames [B,H,W,3] -> c [B,C]
             return models.miacnet.apply(variables, a, b, train=False)["c"]
 
-        z0, z1 = steps.targets(models, vae, vae_params, batch)  # [B,h,w,ch]
+        z0, z1 = pretrain_step.targets(models, vae, vae_params, batch)  # [B,h,w,ch]
         c = condition(batch["frame0"], batch["frame1"])
         conditions = {
             "rec": c,
@@ -125,7 +125,7 @@ def make_eval_fn(
         preds["copy"] = z0
         out = {k: _l1_per_sample(p, z1) for k, p in preds.items()}
         if vae is not None:
-            x1 = steps.to_unit_range(batch["frame1"])  # [B,H,W,3] in [-1,1]
+            x1 = pretrain_step.to_unit_range(batch["frame1"])  # [B,H,W,3] in [-1,1]
             for k, p in preds.items():
                 out[f"pixel_{k}"] = _l1_per_sample(vae.decode_float(vae_params, p), x1)
             out["vae_floor"] = _l1_per_sample(vae.decode_float(vae_params, z1), x1)

@@ -31,9 +31,9 @@ from ma2mi_jax.models import flops as flops_lib
 from ma2mi_jax.models import vae as vae_lib
 from ma2mi_jax.train import diagnostics as diagnostics_lib
 from ma2mi_jax.train import mesh as mesh_lib
-from ma2mi_jax.train import observe, steps, validate
-from ma2mi_jax.train import state as state_lib
-from ma2mi_jax.train.state import TrainState
+from ma2mi_jax.train import observe, pretrain_step, validate
+from ma2mi_jax.train import pretrain_state as state_lib
+from ma2mi_jax.train.pretrain_state import TrainState
 
 PICTURE_ITEMS = 8  # columns of a reconstruction picture
 
@@ -137,7 +137,7 @@ def make_iterator(run: Run) -> Any:
 def initial_state(run: Run, tx: Any, ckpts: checkpoints.Checkpoints, iterator: Any) -> TrainState:
     """Resume from the workdir, else start from `config.init`, else from scratch (one log line)."""
     c = run.config
-    params, batch_stats = state_lib.init_variables(run.models, steps.init_key(c.seed))
+    params, batch_stats = state_lib.init_variables(run.models, pretrain_step.init_key(c.seed))
     latest = ckpts.latest_step()
     if latest is None and c.init:
         loaded = checkpoints.load_variables(c.init)
@@ -149,9 +149,9 @@ def initial_state(run: Run, tx: Any, ckpts: checkpoints.Checkpoints, iterator: A
         )
     state = mesh_lib.replicate(state_lib.create_train_state(params, batch_stats, tx), run.mesh)
     if latest is not None:
-        restored, iter_state = ckpts.restore(latest, state.as_dict())
+        restored, items = ckpts.restore(latest, state.as_dict())
         state = TrainState.from_dict(restored)
-        iterator.set_state(iter_state)
+        iterator.set_state(checkpoints.decode_iterator_state(items["data_iter"]))
         say(f"resumed from step {latest} of {ckpts.directory}")
     elif not c.init:
         say("starting from scratch")
@@ -165,7 +165,7 @@ def analytic_flops(run: Run) -> float:
     per_sample = flops_lib.miacnet_flops(size, width, c.model.fusion)
     if not m.supervised:
         per_sample += flops_lib.dit_flops(c.model.dit, m.grid, m.channels, cond_dim=8 * width)
-    if steps.position_loss_on(c) and c.position_loss.w_equ > 0:
+    if pretrain_step.position_loss_on(c) and c.position_loss.w_equ > 0:
         per_sample += flops_lib.resnet18_flops(size, width)  # F_p on the transformed frames (L_equ)
     return 3.0 * per_sample * c.train.batch_size
 
@@ -288,12 +288,12 @@ def _loop(
     c = run.config
     replicated = mesh_lib.replicated(run.mesh)
     step_fn = jax.jit(
-        steps.make_train_step(run.models, c, tx, run.total_steps, run.vae),
+        pretrain_step.make_train_step(run.models, c, tx, run.total_steps, run.vae),
         donate_argnums=(0,),
         out_shardings=(replicated, replicated),
     )
     predict = (
-        jax.jit(steps.make_predict_fn(run.models, run.vae), out_shardings=replicated)
+        jax.jit(pretrain_step.make_predict_fn(run.models, run.vae), out_shardings=replicated)
         if not run.models.supervised
         else None
     )
@@ -329,7 +329,7 @@ def _loop(
                 evaluate(loop, diag, state, vae_params, done)
                 loop.speed.exclude(time.perf_counter() - t0)
             if save:
-                ckpts.save(done, state.as_dict(), iterator.get_state(), c)
+                ckpts.save(done, state.as_dict(), **checkpoints.run_items(iterator.get_state(), c))
         loop.flush(run.total_steps)
         jax.block_until_ready(state)
     finally:

@@ -17,7 +17,7 @@ import optax
 
 from ma2mi_jax import losses
 from ma2mi_jax.train import optim
-from ma2mi_jax.train.state import Models, PyTree, TrainState
+from ma2mi_jax.train.pretrain_state import Models, PyTree, TrainState
 
 Batch = dict[str, jax.Array]
 # (params, batch_stats, vae_params, batch, rng) -> (total, (terms, new_batch_stats))

@@ -1,0 +1,116 @@
+"""Per-fold evaluation histories in, pooled last-epoch metrics out (and the test-selected bound apart)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+
+from ma2mi_jax import checkpoints, metrics
+from ma2mi_jax.data.records import MicroSample
+from ma2mi_jax.train.finetune.plan import FoldSpec
+
+BEST_EPOCH_LABEL = "best epoch per fold, selected on the test subject — optimistic, not a valid estimate"
+
+
+def prediction_rows(samples: Sequence[MicroSample], fold: FoldSpec, probabilities: np.ndarray) -> list[dict]:
+    """One row per held-out sample of `fold`: clip, subject, fold, label, prediction, probabilities."""
+    rows = []
+    for i, p in zip(fold.test_indices, probabilities, strict=True):
+        s = samples[int(i)]
+        rows.append(
+            {
+                "clip_id": s.clip_id,
+                "subject": s.subject,
+                "fold": fold.name,
+                "label": s.label,
+                "prediction": int(np.argmax(p)),
+                "probabilities": p,
+            }
+        )
+    return rows
+
+
+def test_selected_bound(
+    samples: Sequence[MicroSample], folds: Sequence[FoldSpec], histories: dict[str, dict], num_classes: int
+) -> dict | None:
+    """Metrics at each fold's best evaluated epoch, chosen on its test subject (None with one evaluation).
+
+    This selects on the test data, so it is an optimistic bound, never the reported figure.
+    """
+    if not any(len(histories[f.name]["epochs"]) > 1 for f in folds):
+        return None
+    y_true, y_pred, per_fold = [], [], []
+    for f in folds:
+        hist = histories[f.name]
+        truth = np.asarray([samples[int(i)].label for i in f.test_indices])
+        per_epoch = [np.asarray(p) for p in hist["predictions"][f.name]]
+        accs = [float((p == truth).mean()) for p in per_epoch]
+        b = int(np.argmax(accs))
+        per_fold.append({"fold": f.name, "epoch": hist["epochs"][b], "accuracy": accs[b]})
+        y_true.extend(truth.tolist())
+        y_pred.extend(per_epoch[b].tolist())
+    best = metrics.summarize(np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64), num_classes)
+    return {
+        "label": BEST_EPOCH_LABEL,
+        "accuracy": best["accuracy"],
+        "uf1": best["uf1"],
+        "uar": best["uar"],
+        "per_fold": per_fold,
+    }
+
+
+def assemble_results(
+    config: ml_collections.ConfigDict,
+    samples: Sequence[MicroSample],
+    fold_specs: Sequence[FoldSpec],
+    histories: dict[str, dict],
+    init_line: str,
+) -> tuple[dict, list[dict]]:
+    """Pooled last-epoch metrics, per-fold figures, the test-selected bound, and prediction rows."""
+    class_names = list(config.data.class_names)
+    evaluated = [f for f in fold_specs if len(f.test_indices)]
+    rows = [
+        row
+        for f in evaluated
+        for row in prediction_rows(samples, f, np.asarray(histories[f.name]["probabilities"][f.name]))
+    ]
+    pooled, per_fold = metrics.pooled_and_per_fold(
+        np.asarray([r["label"] for r in rows], np.int64),
+        np.asarray([r["prediction"] for r in rows], np.int64),
+        [r["fold"] for r in rows],
+        [f.name for f in evaluated],
+        len(class_names),
+    )
+    for entry, f in zip(per_fold, evaluated, strict=True):
+        entry["test_subjects"] = list(f.test_subjects)
+    cm = np.asarray(pooled["confusion_matrix"])
+    results = {
+        "dataset": config.data.name,
+        "class_names": class_names,
+        "protocol": {
+            "name": config.protocol.name,
+            "num_folds": len(evaluated),
+            "folds": [{"name": f.name, "test_subjects": list(f.test_subjects)} for f in evaluated],
+        },
+        "reported_epoch": "last",
+        "epochs": int(config.train.epochs),
+        "n": pooled["n"],
+        "accuracy": pooled["accuracy"],
+        "uf1": pooled["uf1"],
+        "uar": pooled["uar"],
+        "confusion_matrix": pooled["confusion_matrix"],
+        "per_class": {
+            "f1": dict(zip(class_names, metrics.per_class_f1(cm).tolist(), strict=True)),
+            "recall": dict(zip(class_names, metrics.per_class_recall(cm).tolist(), strict=True)),
+            "support": dict(zip(class_names, cm.sum(axis=1).tolist(), strict=True)),
+        },
+        "per_fold": per_fold,
+        "init": init_line,
+    }
+    bound = test_selected_bound(samples, evaluated, histories, len(class_names))
+    if bound is not None:
+        results["best_epoch_per_fold_test_selected"] = bound
+    results["config"] = checkpoints.config_to_dict(config)
+    return results, rows

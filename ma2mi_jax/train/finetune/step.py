@@ -1,0 +1,232 @@
+"""One fold's training step and inference, as pure functions of device-resident data.
+
+Every leaf of a `FoldState` may carry a leading fold axis F (the runner stacks or vmaps over it).
+A fold's step reads its batch from the data set kept on the device (`fold_data`): it gathers the
+pairs of its batch indices, warps each pair by the transform the host drew for it
+(`data.device_augment`) and takes one optimisation step. The random key of fold f at step s
+(dropout) is fold_in(fold_key(seed, f), s). With `finetune.aux_rec_weight > 0` a fold's params
+also hold the pre-trained DiT ("dit", trained per fold) and the frozen VAE's parameters are the
+frozen inputs.
+
+Frozen encoders (finetune.freeze_position / freeze_action) get zero updates and no optimiser state
+(`optim.make_optimizer(..., trainable)`), and their BatchNorm layers run in inference mode: they
+normalise with the stored running statistics, which therefore stay exactly as initialised. A frozen
+encoder is then the same function in training and at test time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ma2mi_jax.data import device_augment
+
+PyTree = Any
+# Encoder module names inside MIACClassifier.miacnet, keyed by the finetune.freeze_* switch.
+FREEZABLE = {"freeze_position": "position_encoder", "freeze_action": "action_encoder"}
+
+# (params {"classifier", "dit", ...}, condition c [B,C], frames batch, key, frozen inputs) -> scalar
+AuxLoss = Callable[[PyTree, jax.Array, dict, jax.Array, PyTree], jax.Array]
+# (state, frames batch, fold key, frozen inputs) -> (state, metrics)
+FrameStep = Callable[["FoldState", dict, jax.Array, PyTree], tuple["FoldState", dict]]
+
+
+class FoldState(flax.struct.PyTreeNode):
+    """Training state of one fold, or of F folds when every leaf has a leading fold axis."""
+
+    step: jax.Array  # int32[] (stacked: int32[F])
+    params: PyTree  # {"classifier": MIACClassifier params, optional "dit": DiT params}
+    batch_stats: PyTree  # MIACClassifier batch statistics
+    opt_state: PyTree
+
+
+def fold_data(pairs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The data set as the step reads it: {"frames": uint8[N,H,W,6] (onset | apex), "labels": int32[N]}."""
+    n, two, h, w, c = pairs.shape  # [N,2,H,W,3]
+    frames = np.ascontiguousarray(pairs.transpose(0, 2, 3, 1, 4).reshape(n, h, w, two * c))
+    return {"frames": frames, "labels": np.asarray(labels, np.int32)}
+
+
+def frozen_modules(finetune_cfg: Any) -> tuple[str, ...]:
+    """Names of the encoders to freeze from finetune.freeze_position / freeze_action."""
+    return tuple(name for key, name in FREEZABLE.items() if bool(finetune_cfg.get(key, False)))
+
+
+def trainable_outside(frozen: Sequence[str]) -> Callable[[tuple[str, ...]], bool]:
+    """`trainable(path)` for `optim.make_optimizer`: False for parameters under a frozen module."""
+    frozen = tuple(frozen)
+    return lambda path: not any(name in path for name in frozen)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm(frozen: Sequence[str]) -> Iterator[None]:
+    """Within this context, BatchNorm layers under a frozen module normalise with running statistics.
+
+    Flax's BatchNorm takes `use_running_average` from its constructor, so the interceptor computes
+    the inference-mode normalisation itself, (x - mean) / sqrt(var + eps) * scale + bias, and never
+    writes the running statistics.
+    """
+    frozen = tuple(frozen)
+
+    def interceptor(next_fun, args, kwargs, context):
+        mod = context.module
+        if not (
+            frozen
+            and isinstance(mod, nn.BatchNorm)
+            and context.method_name == "__call__"
+            and any(name in mod.path for name in frozen)
+            and not mod.is_initializing()
+        ):
+            return next_fun(*args, **kwargs)
+        x = args[0]  # [..., C]
+        mean = mod.get_variable("batch_stats", "mean")
+        var = mod.get_variable("batch_stats", "var")
+        y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + mod.epsilon)
+        if mod.use_scale:
+            y = y * mod.get_variable("params", "scale")
+        if mod.use_bias:
+            y = y + mod.get_variable("params", "bias")
+        return y.astype(mod.dtype or x.dtype)
+
+    if not frozen:
+        yield
+        return
+    with nn.intercept_methods(interceptor):
+        yield
+
+
+def broadcast_folds(tree: PyTree, num_folds: int) -> PyTree:
+    """Copy a single-fold pytree F times along a new leading axis."""
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_folds, *jnp.shape(x))), tree)
+
+
+def take_fold(tree: PyTree, index: int) -> PyTree:
+    """Leaf-wise `x[index]`: one fold out of a stacked pytree."""
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def stack_folds(trees: Sequence[PyTree]) -> PyTree:
+    """Stack single-fold pytrees along a new leading fold axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def fold_key(seed: int, fold_index: int) -> jax.Array:
+    """The random key of fold `fold_index` (its index among all folds of the run); per step: fold_in(step)."""
+    return jax.random.fold_in(jax.random.key(seed), fold_index)
+
+
+def init_fold_state(
+    variables: dict, tx: optax.GradientTransformation, extra_params: dict | None = None
+) -> FoldState:
+    """One fold's state at step 0 from the classifier variables (and extra params, e.g. the DiT)."""
+    params = {"classifier": variables["params"], **(extra_params or {})}
+    return FoldState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+    )
+
+
+def make_frame_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    frozen: Sequence[str] = (),
+    aux_loss: AuxLoss | None = None,
+    aux_weight: float = 0.0,
+) -> FrameStep:
+    """One optimisation step of ONE fold on frames: (state, batch, key, frozen) -> (state, metrics).
+
+    batch: {"frame0": onset uint8[B,H,W,3], "frame1": apex uint8[B,H,W,3], "label": int32[B]}.
+    `aux_loss(params, c, batch, key, frozen)` (optional) adds `aux_weight` times an auxiliary loss
+    on the condition vector c, e.g. L_rec through the pre-trained DiT; `frozen` (e.g. the VAE's
+    parameters, shared by all folds) is never differentiated nor updated.
+    """
+
+    def step(state: FoldState, batch: dict, key: jax.Array, frozen_inputs: PyTree = None):
+        step_key = jax.random.fold_in(key, state.step)
+        labels = batch["label"]  # int32[B]
+        frozen_inputs = jax.lax.stop_gradient(frozen_inputs)
+
+        def objective(params):
+            variables = {"params": params["classifier"], "batch_stats": state.batch_stats}
+            with frozen_batchnorm(frozen):
+                (logits, c), new_vars = model.apply(
+                    variables,
+                    batch["frame0"],
+                    batch["frame1"],
+                    train=True,
+                    return_features=True,
+                    mutable=["batch_stats"],
+                    rngs={"dropout": step_key},
+                )  # logits f32[B,N], c [B,C]
+            ce = loss_fn(logits, labels)
+            total, parts = ce, {"ce": ce}
+            if aux_loss is not None:
+                rec = aux_loss(params, c, batch, step_key, frozen_inputs)
+                total = ce + aux_weight * rec
+                parts["rec"] = rec
+            return total, (logits, new_vars["batch_stats"], parts)
+
+        (loss, (logits, batch_stats, parts)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            "accuracy": jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32)),
+            **parts,
+        }
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+        )
+        return new_state, metrics
+
+    return step
+
+
+def gather_batch(data: dict, indices: jax.Array) -> dict[str, jax.Array]:
+    """Onset/apex frames uint8[B,H,W,3] and labels int32[B] of the samples `indices` int32[B]."""
+    frames = data["frames"][indices]  # [B,H,W,6]
+    return {"frame0": frames[..., :3], "frame1": frames[..., 3:], "label": data["labels"][indices]}
+
+
+def augmented_batch(data: dict, batch: dict, aug: device_augment.PairAugment) -> dict:
+    """`gather_batch` of batch["indices"] int32[B], each pair warped by batch["warp"] f32[B,2,3]."""
+    indices = batch["indices"]
+    frames = device_augment.augment_frames(data["frames"][indices], batch["warp"], aug)  # [B,H,W,6]
+    return {"frame0": frames[..., :3], "frame1": frames[..., 3:], "label": data["labels"][indices]}
+
+
+def make_fold_step(
+    frame_step: FrameStep, aug: device_augment.PairAugment
+) -> Callable[[FoldState, dict, jax.Array, dict, PyTree], tuple[FoldState, dict]]:
+    """The whole step of ONE fold: (state, {"indices","warp"}, key, data, frozen) -> (state, metrics)."""
+
+    def step(state: FoldState, batch: dict, key: jax.Array, data: dict, frozen_inputs: PyTree = None):
+        return frame_step(state, augmented_batch(data, batch, aug), key, frozen_inputs)
+
+    return step
+
+
+def make_fold_predict(model: nn.Module) -> Callable[[PyTree, PyTree, jax.Array, dict], jax.Array]:
+    """Inference of ONE fold: (params, batch_stats, indices int32[B], data) -> probabilities f32[B,N]."""
+
+    def predict(params: PyTree, batch_stats: PyTree, indices: jax.Array, data: dict) -> jax.Array:
+        batch = gather_batch(data, indices)
+        logits = model.apply(
+            {"params": params, "batch_stats": batch_stats}, batch["frame0"], batch["frame1"], train=False
+        )
+        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+    return predict

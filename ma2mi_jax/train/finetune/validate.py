@@ -1,0 +1,64 @@
+"""Check a fine-tuning config before any data is read; every problem names its config key."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import ml_collections
+
+from ma2mi_jax.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _check_train(c: ml_collections.ConfigDict, problems: list[str]) -> None:
+    if int(c.train.epochs) < 1:
+        problems.append(f"train.epochs must be >= 1, got {c.train.epochs}")
+    if int(c.train.batch_size) < 1:
+        problems.append(f"train.batch_size must be >= 1, got {c.train.batch_size}")
+    if int(c.finetune.fold_threads) < 1:
+        problems.append(f"finetune.fold_threads must be >= 1, got {c.finetune.fold_threads}")
+    if int(c.finetune.folds_per_step) < 0:
+        problems.append(f"finetune.folds_per_step must be >= 0 (0 = all), got {c.finetune.folds_per_step}")
+
+
+def _check_augment(c: ml_collections.ConfigDict, problems: list[str]) -> None:
+    aug, size = c.data.augment, int(c.data.image_size)
+    if int(aug.crop_pad) < 0 or float(aug.rotation_deg) < 0:
+        problems.append(
+            f"data.augment.crop_pad ({aug.crop_pad}) and data.augment.rotation_deg ({aug.rotation_deg}) "
+            "must be >= 0"
+        )
+    if int(aug.crop_pad) >= size:
+        problems.append(
+            f"data.augment.crop_pad ({aug.crop_pad}) must be smaller than data.image_size ({size})"
+        )
+
+
+def _check_aux(c: ml_collections.ConfigDict, problems: list[str]) -> None:
+    weight = float(c.finetune.aux_rec_weight)
+    if not (math.isfinite(weight) and weight >= 0):
+        problems.append(f"finetune.aux_rec_weight must be a finite number >= 0, got {weight}")
+        return
+    init = str(c.init).strip()
+    if weight > 0 and (init in ("", "scratch") or init.startswith("imagenet:")):
+        problems.append(
+            f"finetune.aux_rec_weight={weight} keeps L_rec as an auxiliary loss, which needs the "
+            f"pre-trained DiT: config.init must be a MA2MI pre-training workdir, not {init!r}. Set "
+            "--config.init=<pre-training workdir> or finetune.aux_rec_weight=0"
+        )
+
+
+def validate_finetune_config(config: ml_collections.ConfigDict) -> None:
+    """Raise ConfigError listing every invalid key of a fine-tuning config (no data or compute needed)."""
+    problems: list[str] = []
+    _check_train(config, problems)
+    _check_augment(config, problems)
+    _check_aux(config, problems)
+    if problems:
+        raise ConfigError(
+            problems[0] if len(problems) == 1 else "invalid config:\n  " + "\n  ".join(problems)
+        )
+    if config.model.fusion == "none" and config.finetune.freeze_position:
+        log.warning("finetune.freeze_position has no effect with model.fusion='none' (no position encoder)")
