@@ -1,18 +1,43 @@
-"""Fixtures shared by the fine-tuning and inference tests."""
+"""Fixtures shared by the tests: one persistent XLA cache for the whole session, tiny data sets."""
+
+import os
 
 import jax
 import pytest
 from finetune_fixture import write_casme2
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent XLA cache shared by a module's runs and subprocesses (same programs, compiled once)."""
+@pytest.fixture(scope="session", autouse=True)
+def session_compile_cache(tmp_path_factory):
+    """One persistent XLA cache for every test and every subprocess of the session.
+
+    Many tests compile the same tiny programs (the same configs, in-process and through the CLI);
+    with the cache each distinct program compiles once. Subprocesses find it through the
+    environment variables.
+    """
     path = str(tmp_path_factory.mktemp("xla_cache"))
+    settings = {
+        "JAX_COMPILATION_CACHE_DIR": path,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    previous = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
+    yield path
+    for k, v in previous.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def compile_cache(session_compile_cache):
+    """The session's persistent XLA cache directory (for tests that pass it to a subprocess)."""
+    return session_compile_cache
 
 
 @pytest.fixture(scope="module")
