@@ -153,4 +153,12 @@ if __name__ == "__main__":
     import json
     import sys
 
-    run_and_kill(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))
+    # data_root workdir overrides-json kill_at_epoch (0: run to the end, e.g. on simulated devices)
+    kill_at = int(sys.argv[4])
+    if kill_at:
+        run_and_kill(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), kill_at)
+    else:
+        from ma2mi_jax.train import finetune
+
+        cfg = tiny_config(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))
+        finetune.run_cross_validation(cfg, sys.argv[2])
