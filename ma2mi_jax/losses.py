@@ -1,6 +1,7 @@
 """Losses of MA2MI as pure functions (method.md): L_rec, L_dis, L_con, L_equ, classification CE.
 
-Every loss computes in float32 whatever the model's compute dtype. Feature maps are NHWC
+Every loss computes in float32 whatever the model's compute dtype (in float64 when given float64, for
+the gradient checks of tests/test_gradients.py). Feature maps are NHWC
 [B,h,w,C]; "positions" are the h*w spatial indices.
 """
 
@@ -13,25 +14,30 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ma2mi_jax import resample
+from ma2mi_jax.precision import at_least_f32
+
 # Guards the norm in cosine similarity (all-zero ReLU features give cos = 0, not NaN).
 NORM_EPS = 1e-8
 CON_FORMS = ("ce", "cos")
+# L_equ's transforms have entries on this grid, so that the frames' source positions are exact.
+THETA_GRID = 2.0**10
 
 
 def l1_loss(pred: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     """Mean absolute error over all elements (L_rec, Eq. 9)."""
-    return jnp.mean(jnp.abs(pred.astype(jnp.float32) - target.astype(jnp.float32)))
+    return jnp.mean(jnp.abs(at_least_f32(pred) - at_least_f32(target)))
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
     """Mean softmax cross-entropy of logits [B,K] against integer labels [B]."""
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels))
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(at_least_f32(logits), labels))
 
 
 def _unit_positions(P: jnp.ndarray) -> jnp.ndarray:
     """[B,h,w,C] -> L2-normalised per-position features [B,h*w,C] in float32."""
     B, h, w, C = P.shape
-    p = P.astype(jnp.float32).reshape(B, h * w, C)
+    p = at_least_f32(P).reshape(B, h * w, C)
     return p * jax.lax.rsqrt(jnp.maximum(jnp.sum(p * p, -1, keepdims=True), NORM_EPS**2))
 
 
@@ -40,7 +46,7 @@ def distinct_loss(P: jnp.ndarray) -> jnp.ndarray:
     p = _unit_positions(P)  # [B,N,C]
     N = p.shape[1]
     if N < 2:
-        return jnp.zeros((), jnp.float32)
+        return jnp.zeros((), p.dtype)
     sim = jnp.einsum("bic,bjc->bij", p, p)  # [B,N,N]
     off_diag = jnp.sum(sim, axis=(1, 2)) - jnp.trace(sim, axis1=1, axis2=2)  # [B]
     return jnp.mean(off_diag / (N * (N - 1)))
@@ -66,53 +72,39 @@ def random_affine(rng: jax.Array, batch: int, max_rotation_deg: float, max_shift
     """Random rotation (+-max_rotation_deg) and shift (+-max_shift of the side) -> theta f32[B,2,3].
 
     theta maps output normalised coordinates (x, y in [-1, 1], pixel centres as align_corners=False)
-    to the input coordinates sampled, as torch's affine_grid.
+    to the input coordinates sampled, as torch's affine_grid. Entries are rounded to 1/THETA_GRID.
     """
     k_rot, k_shift = jax.random.split(rng)
-    angle = jnp.deg2rad(
-        jax.random.uniform(k_rot, (batch,), minval=-max_rotation_deg, maxval=max_rotation_deg)
-    )
+    angle = jnp.deg2rad(jax.random.uniform(k_rot, (batch,), jnp.float32, -max_rotation_deg, max_rotation_deg))
     # A side spans 2 in normalised coordinates, so a shift of s of the side is 2 s.
-    shift = 2.0 * jax.random.uniform(k_shift, (batch, 2), minval=-max_shift, maxval=max_shift)
+    shift = 2.0 * jax.random.uniform(k_shift, (batch, 2), jnp.float32, -max_shift, max_shift)
     cos, sin = jnp.cos(angle), jnp.sin(angle)
     row0 = jnp.stack([cos, -sin, shift[:, 0]], axis=-1)
     row1 = jnp.stack([sin, cos, shift[:, 1]], axis=-1)
-    return jnp.stack([row0, row1], axis=1).astype(jnp.float32)  # [B,2,3]
+    theta = jnp.stack([row0, row1], axis=1)  # [B,2,3]
+    return jnp.round(theta * THETA_GRID) / THETA_GRID
 
 
 def warp(x: jnp.ndarray, theta: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Bilinear affine warp of x [B,H,W,C] by theta [B,2,3] -> (warped f32[B,H,W,C], inside f32[B,H,W,1]).
 
     Output pixels whose source point falls outside the frame are 0 and have inside = 0. Source points
-    inside the frame but beyond the outermost pixel centres take the edge value.
+    inside the frame but beyond the outermost pixel centres take the edge value. Source positions
+    are rounded to 1/32 pixel (`resample`): on uint8-valued frames the warp is exact.
     """
-    B, H, W, C = x.shape
+    _, H, W, _ = x.shape
     xs = (2.0 * jnp.arange(W, dtype=jnp.float32) + 1.0) / W - 1.0  # [W] pixel centres
     ys = (2.0 * jnp.arange(H, dtype=jnp.float32) + 1.0) / H - 1.0  # [H]
     gx, gy = jnp.meshgrid(xs, ys)  # [H,W] each
-    grid = jnp.stack([gx, gy, jnp.ones_like(gx)], axis=-1).reshape(H * W, 3)  # [HW,3]
-    src = jnp.einsum("bij,nj->bni", theta.astype(jnp.float32), grid)  # [B,HW,2] normalised (x, y)
-    tol = 1e-5
-    inside = jnp.all(jnp.abs(src) <= 1.0 + tol, axis=-1)  # [B,HW]
-    u = jnp.clip(((src[..., 0] + 1.0) * W - 1.0) / 2.0, 0.0, W - 1.0)  # [B,HW] source column
-    v = jnp.clip(((src[..., 1] + 1.0) * H - 1.0) / 2.0, 0.0, H - 1.0)  # [B,HW] source row
-    u0, v0 = jnp.floor(u), jnp.floor(v)
-    wu, wv = (u - u0)[..., None], (v - v0)[..., None]  # [B,HW,1]
-    u0i, v0i = u0.astype(jnp.int32), v0.astype(jnp.int32)
-    u1i, v1i = jnp.minimum(u0i + 1, W - 1), jnp.minimum(v0i + 1, H - 1)
-    flat = x.astype(jnp.float32).reshape(B, H * W, C)
-
-    def gather(vi: jnp.ndarray, ui: jnp.ndarray) -> jnp.ndarray:
-        return jnp.take_along_axis(flat, (vi * W + ui)[..., None], axis=1)  # [B,HW,C]
-
-    out = (
-        gather(v0i, u0i) * (1 - wu) * (1 - wv)
-        + gather(v0i, u1i) * wu * (1 - wv)
-        + gather(v1i, u0i) * (1 - wu) * wv
-        + gather(v1i, u1i) * wu * wv
-    )
-    mask = inside[..., None].astype(jnp.float32)  # [B,HW,1]
-    return (out * mask).reshape(B, H, W, C), mask.reshape(B, H, W, 1)
+    t = theta.astype(jnp.float32)[:, :, :, None, None]  # [B,2,3,1,1]
+    src_x = t[:, 0, 0] * gx + t[:, 0, 1] * gy + t[:, 0, 2]  # [B,H,W] normalised source x
+    src_y = t[:, 1, 0] * gx + t[:, 1, 1] * gy + t[:, 1, 2]
+    u = resample.round_positions(((src_x + 1.0) * W - 1.0) / 2.0)  # [B,H,W] source column
+    v = resample.round_positions(((src_y + 1.0) * H - 1.0) / 2.0)  # [B,H,W] source row
+    inside = (u >= -0.5) & (u <= W - 0.5) & (v >= -0.5) & (v <= H - 0.5)  # [B,H,W]
+    out = resample.bilinear(x, jnp.clip(u, 0.0, W - 1.0), jnp.clip(v, 0.0, H - 1.0))  # [B,H,W,C]
+    mask = inside[..., None].astype(out.dtype)  # [B,H,W,1]
+    return out * mask, mask
 
 
 def equivariance_loss(
@@ -130,11 +122,11 @@ def equivariance_loss(
     image resolution and to P at feature resolution (the same normalised theta).
     """
     theta = random_affine(rng, frames.shape[0], max_rotation_deg, max_shift)
-    moved, _ = warp(frames.astype(jnp.float32), theta)  # [B,H,W,3], black outside
-    P_of_moved = position_map_fn(moved).astype(jnp.float32)  # F_p(T(x)) [B,h,w,C]
+    moved, _ = warp(frames, theta)  # [B,H,W,3], black outside
+    P_of_moved = at_least_f32(position_map_fn(moved))  # F_p(T(x)) [B,h,w,C]
     if P is None:
         P = position_map_fn(frames)
-    moved_P, inside = warp(P.astype(jnp.float32), theta)  # T(F_p(x)), inside [B,h,w,1]
+    moved_P, inside = warp(P, theta)  # T(F_p(x)), inside [B,h,w,1]
     sq = jnp.square(P_of_moved - moved_P) * inside
     count = jnp.sum(inside) * P_of_moved.shape[-1]
     return jnp.sum(sq) / jnp.maximum(count, 1.0)

@@ -102,14 +102,17 @@ def test_consistency_matches_brute_force_with_batch_rolled_by_one():
 def test_random_affine_ranges_and_determinism():
     theta = losses.random_affine(jax.random.PRNGKey(0), 64, 10.0, 0.08)
     assert theta.shape == (64, 2, 3) and theta.dtype == jnp.float32
+    # Entries on the 1/THETA_GRID grid: a rotation to within that rounding.
+    on_grid = np.asarray(theta, np.float64) * losses.THETA_GRID
+    np.testing.assert_array_equal(on_grid, np.round(on_grid))
     R = np.asarray(theta[:, :, :2])
     np.testing.assert_allclose(
-        R @ np.transpose(R, (0, 2, 1)), np.broadcast_to(np.eye(2), (64, 2, 2)), atol=1e-6
+        R @ np.transpose(R, (0, 2, 1)), np.broadcast_to(np.eye(2), (64, 2, 2)), atol=4 / losses.THETA_GRID
     )
     angles = np.degrees(np.arctan2(R[:, 1, 0], R[:, 0, 0]))
-    assert np.all(np.abs(angles) <= 10.0 + 1e-4) and np.abs(angles).max() > 5.0
+    assert np.all(np.abs(angles) <= 10.0 + 0.1) and np.abs(angles).max() > 5.0
     shifts = np.asarray(theta[:, :, 2])
-    assert np.all(np.abs(shifts) <= 0.16 + 1e-6) and np.abs(shifts).max() > 0.08
+    assert np.all(np.abs(shifts) <= 0.16 + 1 / losses.THETA_GRID) and np.abs(shifts).max() > 0.08
     np.testing.assert_array_equal(theta, losses.random_affine(jax.random.PRNGKey(0), 64, 10.0, 0.08))
     identity = losses.random_affine(jax.random.PRNGKey(1), 2, 0.0, 0.0)
     np.testing.assert_allclose(identity, np.broadcast_to([[1, 0, 0], [0, 1, 0]], (2, 2, 3)), atol=1e-7)

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ma2mi_jax import resample
+
 
 @dataclasses.dataclass(frozen=True)
 class PairAugment:
@@ -43,7 +45,6 @@ class PairAugment:
 
 
 MATRIX_GRID = 2.0**10  # matrix entries are multiples of 1/MATRIX_GRID (exact products up to 2^13 px)
-SUBPIXEL = 32.0  # source positions are rounded to 1/SUBPIXEL pixel (cv2's INTER_BITS = 5)
 
 
 def sample_matrices(rng: np.random.Generator, count: int, aug: PairAugment, size: int) -> np.ndarray:
@@ -96,31 +97,12 @@ def source_positions(inverse: jax.Array, height: int, width: int) -> tuple[jax.A
     m = inverse[:, :, :, None, None]  # [B,2,3,1,1]
     x = m[:, 0, 0] * xs + m[:, 0, 1] * ys + m[:, 0, 2]  # exact: 2^-10 grid times integers
     y = m[:, 1, 0] * xs + m[:, 1, 1] * ys + m[:, 1, 2]
-    return jnp.floor(x * SUBPIXEL + 0.5) / SUBPIXEL, jnp.floor(y * SUBPIXEL + 0.5) / SUBPIXEL
+    return resample.round_positions(x), resample.round_positions(y)
 
 
 def warp(frames: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Bilinear samples of uint8[B,H,W,C] at source positions f32[B,H,W], edges repeated -> uint8[B,H,W,C].
-
-    One gather per pixel: the frame padded by its edge holds, at every position, its 2x2
-    neighbourhood in 4C channels; a source position clamped to [-1, size-1] then reads the
-    repeated edge wherever it falls outside.
-    """
-    b, h, w, c = frames.shape
-    x0, y0 = jnp.floor(x), jnp.floor(y)
-    wx, wy = (x - x0)[..., None], (y - y0)[..., None]  # [B,H,W,1]
-    padded = jnp.pad(frames, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")  # [B,H+2,W+2,C]
-    quad = jnp.concatenate(
-        [padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1], padded[:, 1:, 1:]], axis=-1
-    )  # [B,H+1,W+1,4C]: top-left, top-right, bottom-left, bottom-right
-    xi = jnp.clip(x0, -1, w - 1).astype(jnp.int32) + 1
-    yi = jnp.clip(y0, -1, h - 1).astype(jnp.int32) + 1
-    idx = (yi * (w + 1) + xi).reshape(b, h * w)  # [B,H*W]
-    got = jax.vmap(lambda q, i: q.reshape(-1, 4 * c)[i])(quad, idx)  # [B,H*W,4C]
-    got = got.reshape(b, h, w, 4, c).astype(jnp.float32)
-    top = got[..., 0, :] * (1 - wx) + got[..., 1, :] * wx
-    bottom = got[..., 2, :] * (1 - wx) + got[..., 3, :] * wx
-    out = top * (1 - wy) + bottom * wy  # [B,H,W,C]
+    """Bilinear samples of uint8[B,H,W,C] at source positions f32[B,H,W], edges repeated -> uint8[B,H,W,C]."""
+    out = resample.bilinear(frames, x, y)  # [B,H,W,C] float32, exact
     return jnp.clip(jnp.floor(out + 0.5), 0, 255).astype(jnp.uint8)  # round half up, as cv2
 
 

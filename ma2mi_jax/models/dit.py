@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ma2mi_jax.precision import at_least_f32
+
 
 @dataclass(frozen=True)
 class DiTSpec:
@@ -205,9 +207,9 @@ class DiT(nn.Module):
         for i in range(spec.depth):
             x = DiTBlock(spec.hidden, spec.heads, spec.mlp_ratio, self.dtype, name=f"blocks_{i}")(x, cond)
         x = FinalLayer(p, out_channels, self.dtype, name="final_layer")(x, cond)  # [B,T,p*p*Cout]
-        out = unpatchify(x, p, h, w).astype(jnp.float32)  # [B,H,W,Cout]
+        out = at_least_f32(unpatchify(x, p, h, w))  # [B,H,W,Cout]
         if self.residual:
             if out_channels != C:
                 raise ValueError(f"a residual DiT needs out_channels = input channels ({out_channels}, {C})")
-            out = out + z.astype(jnp.float32)
+            out = out + at_least_f32(z)
         return out

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ma2mi_jax.models.resnet import ResNet18Trunk
+from ma2mi_jax.precision import at_least_f32
 
 FUSIONS = ("add", "mul", "concat", "concat_relu", "add_conv", "none")
 # Fusions with a learned layer after the encoders (its parameters are "fuse_conv").
@@ -122,7 +123,7 @@ class MIACClassifier(nn.Module):
     ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
         """onset, apex [B,H,W,3] -> logits f32[B,num_classes] (and c [B,C] if return_features)."""
         c = self.miacnet(onset, apex, train)["c"]
-        logits = self.head(c).astype(jnp.float32)
+        logits = at_least_f32(self.head(c))
         return (logits, c) if return_features else logits
 
 

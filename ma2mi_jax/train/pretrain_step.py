@@ -16,6 +16,7 @@ import ml_collections
 import optax
 
 from ma2mi_jax import losses
+from ma2mi_jax.precision import at_least_f32
 from ma2mi_jax.train import optim
 from ma2mi_jax.train.pretrain_state import Models, PyTree, TrainState
 
@@ -47,7 +48,7 @@ def targets(models: Models, vae: Any, vae_params: PyTree, batch: Batch) -> tuple
         z0, z1 = batch["latent0"], batch["latent1"]
     else:
         z0, z1 = vae.encode(vae_params, batch["frame0"]), vae.encode(vae_params, batch["frame1"])
-    return jax.lax.stop_gradient(z0.astype(jnp.float32)), jax.lax.stop_gradient(z1.astype(jnp.float32))
+    return jax.lax.stop_gradient(at_least_f32(z0)), jax.lax.stop_gradient(at_least_f32(z1))
 
 
 def make_loss_fn(models: Models, config: ml_collections.ConfigDict, vae: Any = None) -> LossFn:
@@ -74,7 +75,7 @@ def make_loss_fn(models: Models, config: ml_collections.ConfigDict, vae: Any = N
             out, updated = module.apply(variables, frame0, frame1, train=True, mutable=["batch_stats"])
             z0, z1 = targets(models, vae, vae_params, batch)  # [B,h,w,ch] each
             pred = models.dit.apply({"params": params["dit"]}, z0, out["c"])  # [B,h,w,ch]
-            terms["rec"] = losses.l1_loss(pred.astype(jnp.float32), z1)
+            terms["rec"] = losses.l1_loss(pred, z1)
             main = terms["rec"]
             new_stats = {"miacnet": updated["batch_stats"]}
             P = out["position"]  # [B,h,w,C], carries gradients to the position encoder only

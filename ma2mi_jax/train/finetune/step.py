@@ -136,6 +136,46 @@ def init_fold_state(
     )
 
 
+Objective = Callable[..., tuple[jax.Array, tuple[jax.Array, PyTree, dict]]]
+
+
+def make_objective(
+    model: nn.Module,
+    loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    frozen: Sequence[str] = (),
+    aux_loss: AuxLoss | None = None,
+    aux_weight: float = 0.0,
+) -> Objective:
+    """One fold's loss: (params, batch_stats, batch, key, frozen_inputs) -> (total, (logits, stats, parts)).
+
+    The loss `make_frame_step` differentiates: `loss_fn(logits, labels)` plus `aux_weight` times
+    `aux_loss(params, c, batch, key, frozen_inputs)` when given, BatchNorm of the `frozen`
+    encoders in inference mode; parts holds "ce" (and "rec").
+    """
+
+    def objective(params, batch_stats, batch, key, frozen_inputs):
+        variables = {"params": params["classifier"], "batch_stats": batch_stats}
+        with frozen_batchnorm(frozen):
+            (logits, c), new_vars = model.apply(
+                variables,
+                batch["frame0"],
+                batch["frame1"],
+                train=True,
+                return_features=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": key},
+            )  # logits f32[B,N], c [B,C]
+        ce = loss_fn(logits, batch["label"])
+        total, parts = ce, {"ce": ce}
+        if aux_loss is not None:
+            rec = aux_loss(params, c, batch, key, frozen_inputs)
+            total = ce + aux_weight * rec
+            parts["rec"] = rec
+        return total, (logits, new_vars["batch_stats"], parts)
+
+    return objective
+
+
 def make_frame_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -151,40 +191,19 @@ def make_frame_step(
     on the condition vector c, e.g. L_rec through the pre-trained DiT; `frozen` (e.g. the VAE's
     parameters, shared by all folds) is never differentiated nor updated.
     """
+    objective = make_objective(model, loss_fn, frozen, aux_loss, aux_weight)
 
     def step(state: FoldState, batch: dict, key: jax.Array, frozen_inputs: PyTree = None):
         step_key = jax.random.fold_in(key, state.step)
-        labels = batch["label"]  # int32[B]
         frozen_inputs = jax.lax.stop_gradient(frozen_inputs)
-
-        def objective(params):
-            variables = {"params": params["classifier"], "batch_stats": state.batch_stats}
-            with frozen_batchnorm(frozen):
-                (logits, c), new_vars = model.apply(
-                    variables,
-                    batch["frame0"],
-                    batch["frame1"],
-                    train=True,
-                    return_features=True,
-                    mutable=["batch_stats"],
-                    rngs={"dropout": step_key},
-                )  # logits f32[B,N], c [B,C]
-            ce = loss_fn(logits, labels)
-            total, parts = ce, {"ce": ce}
-            if aux_loss is not None:
-                rec = aux_loss(params, c, batch, step_key, frozen_inputs)
-                total = ce + aux_weight * rec
-                parts["rec"] = rec
-            return total, (logits, new_vars["batch_stats"], parts)
-
         (loss, (logits, batch_stats, parts)), grads = jax.value_and_grad(objective, has_aux=True)(
-            state.params
+            state.params, state.batch_stats, batch, step_key, frozen_inputs
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": loss,
-            "accuracy": jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32)),
+            "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)),
             **parts,
         }
         new_state = state.replace(
