@@ -6,6 +6,10 @@ import jax
 import pytest
 from finetune_fixture import write_casme2
 
+from ma2mi_jax import host_memory
+
+host_memory.tune_allocator()  # as the scripts run (cli.run): faster steps on the CPU
+
 
 @pytest.fixture(scope="session", autouse=True)
 def session_compile_cache(tmp_path_factory):

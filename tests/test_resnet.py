@@ -254,3 +254,23 @@ def test_missing_file_and_bad_extension(tmp_path):
     open(bad, "wb").close()
     with pytest.raises(ValueError, match="unsupported"):
         resnet_import.load_torchvision_resnet18(bad)
+
+
+@pytest.mark.parametrize("side", [16, 15])
+def test_max_pool_by_slices_equals_reduce_window_values_and_gradients_with_ties(side):
+    # Post-ReLU maps: many zeros, plus a constant positive patch where whole windows tie.
+    x = jax.nn.relu(jax.random.normal(jax.random.PRNGKey(0), (2, side, side, 3)))
+    x = x.at[:, 2:9, 3:10].set(0.75)
+    g = jax.random.normal(jax.random.PRNGKey(1), resnet.max_pool_reduce_window(x).shape)
+
+    def value_and_grad(pool):
+        return jax.jit(jax.value_and_grad(lambda x: jnp.sum(pool(x) * g)))(x)
+
+    v_ref, g_ref = value_and_grad(resnet.max_pool_reduce_window)
+    v, grad = value_and_grad(resnet.max_pool_by_slices)
+    out, out_ref = resnet.max_pool_by_slices(x), resnet.max_pool_reduce_window(x)
+    assert out.shape == out_ref.shape == (2, (side - 1) // 2 + 1, (side - 1) // 2 + 1, 3)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(out_ref))
+    np.testing.assert_array_equal(np.asarray(v), np.asarray(v_ref))
+    np.testing.assert_array_equal(np.asarray(grad), np.asarray(g_ref))  # the first maximum of a tie gets it
+    assert float(jnp.max(jnp.abs(grad))) > 0

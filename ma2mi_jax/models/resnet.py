@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # torchvision's BatchNorm2d: momentum 0.1 (Flax keeps 1 - momentum of the old value), eps 1e-5.
@@ -51,6 +52,34 @@ def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.
     )
 
 
+def max_pool_reduce_window(x: jnp.ndarray) -> jnp.ndarray:
+    """torchvision's stem max-pool (3x3, stride 2, padding 1) by reduce_window: [B,H,W,C] -> [B,H/2,W/2,C]."""
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def max_pool_by_slices(x: jnp.ndarray) -> jnp.ndarray:
+    """The same max-pool as a selection among the window's nine strided slices.
+
+    Same values and the same gradient as `max_pool_reduce_window`, ties included (the gradient goes
+    to the first maximum in row-major window order, as XLA's select-and-scatter does), and about
+    twice as fast forward + backward on XLA:CPU (docs/performance.md).
+    """
+    _, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)  # [B,H+2,W+2,C]
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    slices = [padded[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] for i in range(3) for j in range(3)]
+    first_max = jax.lax.stop_gradient(jnp.argmax(jnp.stack(slices), axis=0))  # [B,Ho,Wo,C] in 0..8
+    out = jnp.zeros_like(slices[0])
+    for i, window in enumerate(slices):
+        out = jnp.where(first_max == i, window, out)
+    return out  # [B,Ho,Wo,C]
+
+
+def stem_max_pool(x: jnp.ndarray) -> jnp.ndarray:
+    """The stem's max-pool in the formulation fastest on the default backend (slices on the CPU)."""
+    return max_pool_by_slices(x) if jax.default_backend() == "cpu" else max_pool_reduce_window(x)
+
+
 class BasicBlock(nn.Module):
     """torchvision's BasicBlock: conv3x3-BN-ReLU-conv3x3-BN + (downsampled) identity, ReLU."""
 
@@ -87,7 +116,7 @@ class ResNet18Trunk(nn.Module):
         x = x.astype(self.dtype)
         x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)  # [B,H/2,W/2,w]
         x = nn.relu(_bn("bn1", train, self.dtype)(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # [B,H/4,W/4,w]
+        x = stem_max_pool(x)  # [B,H/4,W/4,w]
         for stage, (blocks, stride) in enumerate(zip(BLOCKS_PER_STAGE, STAGE_STRIDES, strict=True)):
             features = self.width * 2**stage
             for b in range(blocks):
