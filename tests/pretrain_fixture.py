@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -73,6 +74,49 @@ def run_subprocess(
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     cmd = [sys.executable, os.path.abspath(__file__), json.dumps(overrides), workdir, str(kill_at)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(
+    overrides: dict[str, Any], workdir: str, processes: int, devices: int, cache_dir: str = ""
+) -> list[subprocess.CompletedProcess]:
+    """Pre-train as one multi-process JAX job on this machine: `processes` x `devices` CPU devices.
+
+    The processes find each other through JAX_COORDINATOR_ADDRESS=127.0.0.1:<free port>,
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID, as on a cluster (README, "Several devices and hosts").
+    """
+    env = dict(os.environ)
+    env.update(
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}",
+        JAX_NUM_PROCESSES=str(processes),
+    )
+    if cache_dir:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(overrides), workdir, "0"]
+    running = [
+        subprocess.Popen(
+            cmd,
+            env={**env, "JAX_PROCESS_ID": str(i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for i in range(processes)
+    ]
+    done = []
+    for proc in running:
+        out, err = proc.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    return done
 
 
 def _install_killer(kill_at: int) -> None:

@@ -103,6 +103,25 @@ def test_pretrain_is_seeded_reshuffled_and_resumable(tmp_path):
     _assert_same(ref[3:], _take(fresh, 5))
 
 
+def test_processes_read_disjoint_rows_of_the_one_process_batches(tmp_path):
+    # 9 clips, global batch 4: 2 batches per epoch (one clip dropped), 3 epochs.
+    clips = _ramp_clips(tmp_path, [5, 6, 7, 8, 9, 5, 6, 7, 8])
+    kw = dict(image_size=8, k_min=1, k_max=3, batch_size=4, seed=3, augment=AUG)
+    whole = _take(pipeline.pretrain_iterator(clips, **kw), 6)
+    shard = lambda p: pipeline.pretrain_iterator(clips, process_index=p, process_count=2, **kw)
+    parts = [_take(shard(p), 6) for p in (0, 1)]
+    for step, batch in enumerate(whole):
+        rows = [part[step] for part in parts]
+        assert all(r["frame0"].shape[0] == 2 for r in rows)
+        for key in batch:  # process 0 has rows 0-1 of every global batch, process 1 rows 2-3
+            np.testing.assert_array_equal(np.concatenate([r[key] for r in rows]), batch[key])
+    epochs = [np.concatenate([whole[2 * e]["label"], whole[2 * e + 1]["label"]]) for e in range(3)]
+    assert all(len(set(e.tolist())) == 8 for e in epochs)  # no clip twice in an epoch
+    assert len({tuple(e.tolist()) for e in epochs}) > 1  # reshuffled every epoch
+    with pytest.raises(ValueError, match="not divisible by 3 processes"):
+        pipeline.pretrain_iterator(clips, process_index=0, process_count=3, **kw)
+
+
 def test_worker_processes_give_the_same_stream(tmp_path):
     clips = _ramp_clips(tmp_path, [4, 5, 6, 7])
     kw = dict(image_size=8, k_min=1, k_max=3, batch_size=2, seed=5, augment=AUG)

@@ -100,6 +100,46 @@ def sample_k_t(rng: np.random.Generator, num_frames: int, k_min: int, k_max: int
     return k, t
 
 
+class ProcessRows(grain.MapDataset):
+    """This process's rows of every global batch of an epoch-indexed MapDataset.
+
+    Global batch b of an epoch holds elements [b*G, (b+1)*G) of `parent` (the incomplete last batch
+    dropped); process p of P reads rows [p*L, (p+1)*L) of each, L = G / P. Every process so draws
+    disjoint elements of the same global stream, and the global batch (assembled on the devices
+    by `mesh.shard_batch`) is the one a single process would have read. With P = 1 this is the
+    parent cut to whole batches. Indices beyond one epoch map to the parent's next epochs (Grain's
+    convention, so a later shuffle and repeat still reshuffle every epoch).
+    """
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, process_index: int, process_count: int):
+        super().__init__(parent)
+        if global_batch % process_count:
+            raise ValueError(f"global batch {global_batch} is not divisible by {process_count} processes")
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process index {process_index} is not in [0, {process_count})")
+        self._global, self._local = global_batch, global_batch // process_count
+        self._offset = process_index * self._local
+        self._parent_length = len(parent)
+        self._length = (self._parent_length // global_batch) * self._local
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _parent_index(self, index: int) -> int:
+        epoch, in_epoch = divmod(index, self._length)
+        batch, row = divmod(in_epoch, self._local)
+        return epoch * self._parent_length + batch * self._global + self._offset + row
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self._parent_index(index)]
+
+    def __str__(self) -> str:
+        last = self._offset + self._local - 1
+        return f"ProcessRows(global_batch={self._global}, rows {self._offset}..{last})"
+
+
 @dataclasses.dataclass(frozen=True)
 class _PretrainElement:
     """random_map transform: clip index -> one pair (decoded, resized, jointly augmented)."""
@@ -156,8 +196,14 @@ def pretrain_dataset(
     strict: bool = True,
     latent_cache: LatentCache | None = None,
     report: ReadReport | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> grain.MapDataset:
-    """The endless MapDataset of pre-training batches behind `pretrain_iterator`."""
+    """The endless MapDataset of pre-training batches behind `pretrain_iterator`.
+
+    `batch_size` is the global batch; this process (`process_index` of `process_count`) gets its
+    rows of every batch (`ProcessRows`), batch_size / process_count of them.
+    """
     if not 1 <= k_min <= k_max:
         raise ValueError(f"data.k_min ({k_min}) and data.k_max ({k_max}) need 1 <= k_min <= k_max")
     crop_pad, rotation_deg, flip = _aug_params(augment)
@@ -216,14 +262,9 @@ def pretrain_dataset(
         strict=strict,
         latent_cache=latent_cache,
     )
-    return (
-        grain.MapDataset.range(len(clips))
-        .seed(seed)
-        .shuffle()
-        .random_map(element)
-        .batch(batch_size, drop_remainder=True)
-        .repeat()
-    )
+    elements = grain.MapDataset.range(len(clips)).seed(seed).shuffle().random_map(element)
+    rows = ProcessRows(elements, batch_size, process_index, process_count)
+    return rows.batch(batch_size // process_count, drop_remainder=True).repeat()
 
 
 def pretrain_iterator(
@@ -242,8 +283,13 @@ def pretrain_iterator(
     latent_cache: LatentCache | None = None,
     threads: int = 2,
     report: ReadReport | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> grain.DatasetIterator:
     """Endless, seeded, resumable iterator of pre-training batches (reshuffled every epoch).
+
+    `batch_size` is the global batch; on several processes each gets its own rows of it
+    (`ProcessRows`): the same seed on every process, disjoint elements.
 
     `latent_cache` (a `LatentCache` or `tfds_builders.SourceLatents`) adds "latent0"/"latent1";
     clips dropped with `strict=False` are logged and, when `report` is given, listed in it.
@@ -260,6 +306,8 @@ def pretrain_iterator(
         strict=strict,
         latent_cache=latent_cache,
         report=report,
+        process_index=process_index,
+        process_count=process_count,
     )
     return _iterate(ds, workers, prefetch, threads)
 

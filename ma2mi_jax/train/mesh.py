@@ -67,13 +67,13 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def local_batch_size(global_batch: int) -> int:
-    """Examples this process loads per step (the global batch split over processes)."""
+def checked_global_batch(global_batch: int) -> int:
+    """The global batch, checked to split evenly over the processes (each loads its share)."""
     if global_batch % jax.process_count():
         raise ConfigError(
             f"train.batch_size={global_batch} is not divisible by the {jax.process_count()} processes"
         )
-    return global_batch // jax.process_count()
+    return global_batch
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from ma2mi_jax import checkpoints
 from ma2mi_jax.data import latent_cache as latent_cache_lib
@@ -100,15 +101,15 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Run:
     return Run(config, workdir, clips, eval_clips, models, vae, total, per_epoch, mesh_lib.make_mesh())
 
 
-def make_iterator(run: Run) -> Any:
-    """The seeded, resumable Grain iterator of this process's share of every batch."""
+def shared_latent_cache(run: Run, cache_dir: str, face_dir: str | None) -> latent_cache_lib.LatentCache:
+    """The latent cache, built once: by process 0, the others open it when it is done.
+
+    On several hosts `cache_dir` must be on a file system all of them see (as the workdir).
+    """
     c = run.config
-    face_dir = os.path.join(run.workdir, "faces") if c.data.face_crop else None
-    cache = None
-    if c.data.latent_cache:
-        cache_dir = c.data.cache_dir or os.path.join(run.workdir, "latents")
+    say(f"latent cache: {cache_dir}")
+    if jax.process_index() == 0:
         encode = jax.jit(run.vae.encode)
-        say(f"latent cache: {cache_dir}")
         cache = latent_cache_lib.build(
             run.clips,
             lambda frames: np.asarray(encode(run.vae.params, frames)),
@@ -118,19 +119,33 @@ def make_iterator(run: Run) -> Any:
             face_crop_dir=face_dir,
             strict=c.data.strict,
         )
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("latent cache built")
+    return cache if jax.process_index() == 0 else latent_cache_lib.LatentCache.open(cache_dir)
+
+
+def make_iterator(run: Run) -> Any:
+    """The seeded, resumable Grain iterator of this process's share of every batch."""
+    c = run.config
+    face_dir = os.path.join(run.workdir, "faces") if c.data.face_crop else None
+    cache = None
+    if c.data.latent_cache:
+        cache = shared_latent_cache(run, c.data.cache_dir or os.path.join(run.workdir, "latents"), face_dir)
     return pipeline.pretrain_iterator(
         run.clips,
         image_size=c.data.image_size,
         k_min=c.data.k_min,
         k_max=c.data.k_max,
-        batch_size=mesh_lib.local_batch_size(c.train.batch_size),
-        seed=c.seed + jax.process_index(),
+        batch_size=mesh_lib.checked_global_batch(c.train.batch_size),
+        seed=c.seed,
         augment=c.data.augment,
         workers=c.data.workers,
         prefetch=c.data.prefetch,
         face_crop_dir=face_dir,
         strict=c.data.strict,
         latent_cache=cache,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
 
 
