@@ -6,10 +6,13 @@ import json
 import logging
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 
 from ma2mi_jax import checkpoints, preflight, report
+from ma2mi_jax.errors import ConfigError
+from ma2mi_jax.train import mesh as mesh_lib
 from ma2mi_jax.train import observe
 from ma2mi_jax.train.finetune import layout, plan
 from ma2mi_jax.train.finetune.aux import aux_reconstruction
@@ -32,6 +35,12 @@ def run_cross_validation(
     initial weights loaded before anything is written. `batch_source` makes each group's
     training batch streams (tests pass one that observes or stops the run).
     """
+    mesh_lib.maybe_initialize_distributed()
+    if jax.process_count() > 1:
+        raise ConfigError(
+            f"cross-validation on {jax.process_count()} processes is not supported yet (a 2-process check "
+            "trained differently from one process); run it on one host, which uses all its devices"
+        )
     preflight.check_finetune(config, workdir)
     validate_finetune_config(config)
     samples, pairs = read_data(config)
