@@ -386,21 +386,3 @@ def test_reporting_errors_prints_one_paragraph_and_keeps_bugs_loud(capsys, monke
     with pytest.raises(DataError):
         cli.reporting_errors(bad_input)([])
 
-
-def test_cross_validation_on_several_processes_stops_with_one_line(tmp_path):
-    # A 2-process job (jax.distributed on 127.0.0.1) is refused before any data is read.
-    from pretrain_fixture import free_port
-
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}"}
-    env.update(JAX_NUM_PROCESSES="2")
-    env.pop(cli.DEBUG_ENV, None)
-    args = [sys.executable, *LOSO, f"--config.data.root={tmp_path}", f"--config.workdir={tmp_path / 'w'}"]
-    launch = lambda i: subprocess.Popen(
-        args, cwd=REPO, env={**env, "JAX_PROCESS_ID": str(i)}, stderr=subprocess.PIPE, text=True
-    )
-    procs = [launch(0), launch(1)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == errors.EXIT_CODE, err[-2000:]
-        assert "cross-validation on 2 processes is not supported yet" in err and "Traceback" not in err
-    assert not (tmp_path / "w").exists()

@@ -82,6 +82,25 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
+def put_global(tree: Any, sharding: NamedSharding) -> Any:
+    """Place a pytree that every process holds whole (host or local device arrays) with `sharding`.
+
+    Unlike `jax.device_put`, it works when the sharding spans other processes' devices: each
+    process fills its own devices' shards from its copy. An array already spread over several
+    processes is resharded as it is; typed random keys travel as their integer data.
+    """
+
+    def put(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return jax.device_put(leaf, sharding)
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Place a pytree of arrays on every device of the mesh."""
     return jax.device_put(tree, replicated(mesh))

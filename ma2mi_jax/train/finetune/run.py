@@ -6,12 +6,10 @@ import json
 import logging
 from pathlib import Path
 
-import jax
 import ml_collections
 import numpy as np
 
 from ma2mi_jax import checkpoints, preflight, report
-from ma2mi_jax.errors import ConfigError
 from ma2mi_jax.train import mesh as mesh_lib
 from ma2mi_jax.train import observe
 from ma2mi_jax.train.finetune import layout, plan
@@ -36,11 +34,6 @@ def run_cross_validation(
     training batch streams (tests pass one that observes or stops the run).
     """
     mesh_lib.maybe_initialize_distributed()
-    if jax.process_count() > 1:
-        raise ConfigError(
-            f"cross-validation on {jax.process_count()} processes is not supported yet (a 2-process check "
-            "trained differently from one process); run it on one host, which uses all its devices"
-        )
     preflight.check_finetune(config, workdir)
     validate_finetune_config(config)
     samples, pairs = read_data(config)
@@ -89,6 +82,8 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: Path, results: dic
         "confusion matrix": workdir / report.CONFUSION_PNG,
     }
     results["files"] = {k: str(v) for k, v in paths.items()}
+    if not observe.is_chief():  # on several processes, process 0 writes the files and the table
+        return
     report.write_predictions_csv(paths["predictions"], rows, results["class_names"])
     report.plot_confusion_matrix(
         paths["confusion matrix"],

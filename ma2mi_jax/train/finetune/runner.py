@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ma2mi_jax.train import mesh as mesh_lib
 from ma2mi_jax.train.finetune.step import FoldState, stack_folds, take_fold
 
 PyTree = Any
@@ -35,9 +36,10 @@ GroupState = FoldState | list[FoldState]
 
 
 def runs_sequentially(finetune_cfg: Any) -> bool:
-    """`finetune.sequential`, or when unset: True on CPU (vmapped grouped convolutions are slow there)."""
+    """`finetune.sequential`, or when unset: True on one CPU process (vmapped grouped convolutions are
+    slow there); vmapped on accelerators and on several processes, whose devices share the folds."""
     if finetune_cfg.sequential is None:
-        return jax.default_backend() == "cpu"
+        return jax.default_backend() == "cpu" and jax.process_count() == 1
     return bool(finetune_cfg.sequential)
 
 
@@ -83,22 +85,29 @@ class FoldGroupRunner:
             self._step = jax.jit(fold_step, donate_argnums=0)
             self._predict = jax.jit(fold_predict)
         else:
-            self._step = jax.jit(jax.vmap(fold_step, in_axes=(0, 0, 0, None, None)), donate_argnums=0)
-            self._predict = jax.jit(jax.vmap(fold_predict, in_axes=(0, 0, 0, None)))
+            # Metrics and probabilities come back replicated: every process can read them, whichever
+            # devices (and hosts) the folds live on.
+            whole = None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
+            self._step = jax.jit(
+                jax.vmap(fold_step, in_axes=(0, 0, 0, None, None)),
+                donate_argnums=0,
+                out_shardings=None if whole is None else (None, whole),
+            )
+            self._predict = jax.jit(jax.vmap(fold_predict, in_axes=(0, 0, 0, None)), out_shardings=whole)
         self.data = self._replicate(data)
         self.frozen_inputs = None if frozen_inputs is None else self._replicate(frozen_inputs)
 
     def _replicate(self, tree: PyTree) -> PyTree:
         if self.mesh is None:
             return jax.tree.map(jnp.asarray, tree)
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+        return mesh_lib.put_global(tree, NamedSharding(self.mesh, PartitionSpec()))
 
     def place(self, tree: PyTree, axis: int = 0) -> PyTree:
         """Put a fold-stacked pytree on the devices, its fold axis `axis` sharded over the mesh."""
         if self.mesh is None:
             return jax.tree.map(jnp.asarray, tree)
         spec = PartitionSpec(*([None] * axis), FOLD_AXIS)
-        return jax.device_put(tree, NamedSharding(self.mesh, spec))
+        return mesh_lib.put_global(tree, NamedSharding(self.mesh, spec))
 
     def group_state(self, stacked: FoldState) -> GroupState:
         """The runner's form of a fold-stacked state [F,...] (a checkpoint's, or a fresh one)."""
@@ -113,7 +122,7 @@ class FoldGroupRunner:
     def train_step(self, state: GroupState, batch: dict, keys: jax.Array) -> tuple[GroupState, dict]:
         """One step of every fold: batch leaves [F,B,...] -> (state, metrics f32[F] on the device)."""
         if not self.sequential:
-            return self._step(state, self.place(batch), keys, self.data, self.frozen_inputs)
+            return self._step(state, self.place(batch), self.place(keys), self.data, self.frozen_inputs)
         metrics = []
         for i in range(len(state)):
             fold_batch = {k: v[i] for k, v in batch.items()}
@@ -135,6 +144,7 @@ class FoldGroupRunner:
         steps, folds = batches["indices"].shape[:2]
         if not self.sequential:
             per_step = []
+            keys = self.place(keys)  # key[F], one per fold, with its fold's shard
             for s in range(steps):
                 batch = self.place({k: v[s] for k, v in batches.items()})  # [F,B,...]
                 state, m = self._step(state, batch, keys, self.data, self.frozen_inputs)
