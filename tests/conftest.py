@@ -13,23 +13,31 @@ host_memory.tune_allocator()  # as the scripts run (cli.run): faster steps on th
 
 @pytest.fixture(scope="session", autouse=True)
 def session_compile_cache(tmp_path_factory):
-    """One persistent XLA cache for every test and every subprocess of the session.
+    """One persistent XLA cache for every test, every pytest-xdist worker and every subprocess.
 
-    Many tests compile the same tiny programs (the same configs, in-process and through the CLI);
-    with the cache each distinct program compiles once. Subprocesses find it through the
-    environment variables.
+    Many tests compile the same tiny programs (the same configs, in-process and through the CLI,
+    in both workers); with the cache each distinct program compiles once per session. Subprocesses
+    find it through the environment variables. A size limit turns on JAX's file lock, so that
+    processes that write and read the same entry at once never see half a file.
     """
-    path = str(tmp_path_factory.mktemp("xla_cache"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' base folders share this session's parent
+        path = tmp_path_factory.getbasetemp().parent / "xla_cache"
+        path.mkdir(exist_ok=True)
+        path = str(path)
+    else:
+        path = str(tmp_path_factory.mktemp("xla_cache"))
     settings = {
         "JAX_COMPILATION_CACHE_DIR": path,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "JAX_COMPILATION_CACHE_MAX_SIZE": str(8 << 30),
     }
     previous = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", 8 << 30)
     yield path
     for k, v in previous.items():
         if v is None:
