@@ -6,10 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
 from ma2mi_jax import configlib, losses
-from ma2mi_jax.models import dit, flops, miacnet, resnet
+from ma2mi_jax.models import flops, miacnet, resnet
 
 W = 8  # tiny base width: maps have 64 channels
 
@@ -158,64 +157,6 @@ def test_classifier_zero_head_uniform_logits():
 
 
 # ---- gradient routing (method.md: L_rec -> F_a and DiT; L_pos -> F_p only) ---------------------
-
-
-def _perturbed(params, seed: int, scale: float = 0.05):
-    """Move every parameter away from its init (the DiT's adaLN-Zero init blocks all gradient to c)."""
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda x: x + scale * rng.standard_normal(x.shape).astype(np.float32), params)
-
-
-def _rec_grads(mvars, stop_position_grad: bool):
-    model = miacnet.MIACNet(width=W, stop_position_grad=stop_position_grad)
-    head = dit.DiT("T/2")
-    f0, f1 = _frames(6, 64), _frames(7, 64)
-    z0, z1 = jax.random.normal(jax.random.PRNGKey(8), (2, 2, 2, 2, 4))
-    dparams = _perturbed(head.init(_key(1), z0, jnp.zeros((2, 8 * W)))["params"], 2)
-
-    def loss(mparams, dparams):
-        out, _ = model.apply(
-            {"params": mparams, "batch_stats": mvars["batch_stats"]},
-            f0,
-            f1,
-            train=True,
-            mutable=["batch_stats"],
-        )
-        return losses.l1_loss(head.apply({"params": dparams}, z0, out["c"]), z1)
-
-    return jax.jit(jax.grad(loss, argnums=(0, 1)))(mvars["params"], dparams)
-
-
-def test_rec_loss_does_not_reach_position_encoder_by_default(add_vars):
-    g_m, g_d = _rec_grads(add_vars, stop_position_grad=True)
-    assert _abs_sum(g_m["position_encoder"]) == 0.0
-    assert _abs_sum(g_m["action_encoder"]) > 0 and _abs_sum(g_d) > 0
-
-
-def test_rec_loss_reaches_both_encoders_when_not_independent(add_vars):
-    g_m, _ = _rec_grads(add_vars, stop_position_grad=False)
-    assert _abs_sum(g_m["position_encoder"]) > 0 and _abs_sum(g_m["action_encoder"]) > 0
-
-
-def test_position_loss_reaches_only_position_encoder(add_vars):
-    model = miacnet.MIACNet(width=W)
-    f0, f1 = _frames(9, 64, batch=3), _frames(10, 64, batch=3)
-    variables = add_vars
-    cfg = configlib.pretrain_base().position_loss
-
-    def loss(params):
-        v = {"params": params, "batch_stats": variables["batch_stats"]}
-        out = model.apply(v, f0, f1, train=False)
-        pmap = lambda fr: model.apply(v, fr, train=False, method=miacnet.MIACNet.position_map)
-        total, parts = losses.position_loss(pmap, f0, out["position"], jax.random.PRNGKey(3), cfg)
-        return total, parts
-
-    grads, parts = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
-    assert all(np.isfinite(float(v)) for v in parts.values()) and float(parts["equ"]) > 0
-    assert _abs_sum(grads["action_encoder"]) == 0.0
-    assert _abs_sum(grads["position_encoder"]) > 0
-    flat = traverse_util.flatten_dict(grads["position_encoder"])
-    assert any(float(jnp.abs(g).sum()) > 0 for k, g in flat.items() if k[0] == "conv1")
 
 
 def test_flops_two_trunks_and_fusion():

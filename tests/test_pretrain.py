@@ -138,10 +138,10 @@ def _norms(tree):
 
 def test_losses_reach_only_their_branches(data_root):
     """L_rec reaches the action encoder and DiT, never the position encoder; L_pos only the position
-    encoder. In pixel space, the cheapest variant to compile: the routing does not depend on the
-    space, and the frozen VAE's encoder passing no gradient is test_vae's
-    test_encode_passes_no_gradient (and its parameters are no part of the trained state:
-    test_variants_trace_with_the_right_terms)."""
+    encoder, its stem included (through the warped frames of L_equ). In pixel space, the cheapest
+    variant to compile: the routing does not depend on the space. The frozen VAE's encoder passes
+    no gradient (test_vae's test_encode_passes_no_gradient), and its parameters are no part of
+    the trained state (test_variants_trace_with_the_right_terms)."""
     pixel = {"data.root": data_root, "space": "pixel", "model.dit": "T/4"}
     config = tiny_config(pixel)
     joint = tiny_config({**pixel, "model.stop_position_grad": False})
@@ -175,6 +175,7 @@ def test_losses_reach_only_their_branches(data_root):
     assert sum(_norms(g["rec"]["miacnet"]["action_encoder"]).values()) > 0
     assert sum(_norms(g["rec"]["dit"]).values()) > 0
     assert sum(_norms(g["pos"]["miacnet"]["position_encoder"]).values()) > 0
+    assert sum(_norms(g["pos"]["miacnet"]["position_encoder"]["conv1"]).values()) > 0  # the stem too
     assert max(_norms(g["pos"]["miacnet"]["action_encoder"]).values()) == 0.0
     assert max(_norms(g["pos"]["dit"]).values()) == 0.0
     # Table 4 "not independent": L_rec now reaches the position encoder too.
