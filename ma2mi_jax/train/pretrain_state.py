@@ -10,6 +10,7 @@ The frozen VAE's parameters are never part of the state.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax
@@ -89,7 +90,16 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int = 0, vae: A
 
 
 def init_variables(models: Models, rng: jax.Array) -> tuple[PyTree, PyTree]:
-    """Fresh (params, batch_stats) in the layout above; float32 parameters."""
+    """Fresh (params, batch_stats) in the layout above; float32 parameters.
+
+    One compiled program: run eagerly, every initialiser and layer compiles on its own (measured
+    at :tiny on the 2-core CPU: 20-23 s eager, 13-14 s under jit, and one persistent-cache entry
+    instead of some two hundred). The values agree with the eager ones to float rounding.
+    """
+    return jax.jit(functools.partial(_fresh_variables, models))(rng)
+
+
+def _fresh_variables(models: Models, rng: jax.Array) -> tuple[PyTree, PyTree]:
     frames = jnp.zeros((1, models.image_size, models.image_size, 3), jnp.uint8)  # [1,H,W,3]
     k_miac, k_dit = jax.random.split(rng)
     if models.supervised:
