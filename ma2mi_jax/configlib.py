@@ -41,6 +41,9 @@ def _model() -> ml_collections.ConfigDict:
             "stop_position_grad": True,
             # True: the DiT predicts z_{t+k} - z_t (added to z_t), starting exactly at "copy z_t".
             "dit_residual": False,
+            # True: the fused map before pooling also enters the DiT as tokens (zero-initialised),
+            # beyond the paper's global c through adaLN (method.md, "A condition that keeps space").
+            "dit_condition_map": False,
         }
     )
 
@@ -194,7 +197,7 @@ def finetune_base() -> ml_collections.ConfigDict:
     # scripts/probe.py: linear probe of the frozen MIACNet of config.init (ma2mi_jax/probe.py).
     c.probe = ml_collections.ConfigDict(
         {
-            "features": "c",  # c | c+action (c with the global average of the action map)
+            "features": "c",  # c | c+action (c with the global average of the action map) | map (flattened)
             "C": 1.0,  # inverse L2 strength of the balanced logistic regression
             "max_iter": 2000,
             "bn_batch": 256,  # pairs per chunk for the BatchNorm re-estimation and the features

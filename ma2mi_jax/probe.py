@@ -15,8 +15,9 @@ chunks of `probe.bn_batch` pairs and combined by the law of total variance ("pre
 include the held-out subjects' images, as test-time BatchNorm adaptation would; no label is used,
 and every init gets the same treatment.
 
-Features (`probe.features`): "c" (MIACNet's condition, what the classifier head sees) or
-"c+action" (c concatenated with the global average of the action map).
+Features (`probe.features`): "c" (MIACNet's condition, what the classifier head sees),
+"c+action" (c concatenated with the global average of the action map) or "map" (the fused map
+before pooling, flattened: what a DiT with `model.dit_condition_map` reads place by place).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ma2mi_jax.models import miacnet as miacnet_lib
 from ma2mi_jax.models.resnet import BN_MOMENTUM
 from ma2mi_jax.train import finetune
 
-FEATURES = ("c", "c+action")
+FEATURES = ("c", "c+action", "map")
 FILENAME = "probe.json"
 
 
@@ -54,10 +55,12 @@ def _chunk_stats(
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _forward(module: miacnet_lib.MIACNet, features: str, variables: Any, onset: jax.Array, apex: jax.Array):
-    """Features of one chunk: c [B,C], or c with GAP of the action map [B,2C] (eval-mode BatchNorm)."""
+    """Features of one chunk: c [B,C], c with GAP of the action map [B,2C], or the map [B,h*w*C] (eval BN)."""
     out = module.apply(variables, onset, apex, train=False)
     if features == "c":
         return out["c"]
+    if features == "map":
+        return out["map"].reshape(out["map"].shape[0], -1)
     return jnp.concatenate([out["c"], jnp.mean(out["action"], axis=(1, 2))], axis=-1)
 
 
@@ -92,7 +95,7 @@ def precise_batch_stats(module: miacnet_lib.MIACNet, variables: dict, pairs: np.
 def extract_features(
     module: miacnet_lib.MIACNet, variables: dict, pairs: np.ndarray, features: str, chunk: int
 ) -> np.ndarray:
-    """Frozen features f32[N,D] of every pair (eval-mode BatchNorm): c, or c with GAP of the action map."""
+    """Frozen features f32[N,D] of every pair (eval-mode BatchNorm): c, c with GAP(action map), or the map."""
     if features not in FEATURES:
         raise ValueError(f"probe.features={features!r} is not one of {list(FEATURES)}")
 

@@ -112,3 +112,21 @@ def test_maer_reports_cross_entropy_and_accuracy_at_known_values():
     assert out["accuracy"] == pytest.approx(0.5)  # ties go to class 0: the two pairs labelled 0
     line = diagnostics.summary_line({"step": 4, **out})
     assert line.startswith("held-out macro pairs: accuracy 0.500")
+
+
+def test_shuffling_the_condition_shuffles_the_map_it_keeps():
+    config = tiny_config({"space": "pixel", "model.dit": "T/4", "model.dit_condition_map": True})
+    models = state_lib.build_models(config)
+    params, stats = state_lib.init_variables(models, pretrain_step.init_key(0))
+    rng = np.random.default_rng(3)
+    noisy = lambda tree, s: jax.tree_util.tree_map(lambda x: x + s * rng.standard_normal(x.shape), tree)
+    dit_params = noisy(dict(params["dit"]), 0.05)
+    # the global c reaches no block (its MLP is zero), so only the map can tell pairs apart
+    dit_params["c_embedder_2"] = jax.tree_util.tree_map(jnp.zeros_like, dit_params["c_embedder_2"])
+    params = {"miacnet": noisy(params["miacnet"], 0.5), "dit": dit_params}
+    out = _mean(diagnostics.make_eval_fn(models)(params, stats, {}, _batch()))
+    assert out["shuffled_c"] != pytest.approx(out["rec"], rel=1e-4)
+    assert out["static_c"] != pytest.approx(out["rec"], rel=1e-4)
+    params["dit"]["map_embedder"] = jax.tree_util.tree_map(jnp.zeros_like, dit_params["map_embedder"])
+    blind = _mean(diagnostics.make_eval_fn(models)(params, stats, {}, _batch()))
+    assert blind["shuffled_c"] == pytest.approx(blind["rec"], rel=1e-6)

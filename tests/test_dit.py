@@ -180,3 +180,30 @@ def test_flops_against_dit_paper_and_xla():
     analytic = flops.dit_flops("B/2", 28, 4)
     # XLA adds the softmax, LayerNorm, GELU and modulation element-wise work on top of the matmuls.
     assert analytic <= measured < 1.05 * analytic
+
+
+def test_map_condition_starts_as_the_paper_model_and_then_reads_the_map():
+    kz, kc, km = jax.random.split(jax.random.PRNGKey(3), 3)
+    z = jax.random.normal(kz, (2, 8, 8, 4))  # token grid 4x4 at patch 2
+    c = jax.random.normal(kc, (2, 16))
+    cmap = jax.random.normal(km, (2, 2, 2, 16))  # a 2x2 fused map, resized to the 4x4 grid
+    plain, mapped = dit.DiT("T/2"), dit.DiT("T/2", map_condition=True)
+    variables = jax.jit(mapped.init)(jax.random.key(1, impl="rbg"), z, c, cmap)
+    extra = set(variables["params"]) - set(plain.init(jax.random.key(1, impl="rbg"), z, c)["params"])
+    assert extra == {"map_embedder"}
+    assert float(jnp.abs(variables["params"]["map_embedder"]["kernel"]).max()) == 0.0  # zero-initialised
+    rng = np.random.default_rng(2)
+    moved = jax.tree.map(lambda x: x + 0.05 * rng.standard_normal(x.shape).astype(np.float32), variables)
+    base = {"params": {k: v for k, v in moved["params"].items() if k != "map_embedder"}}
+    zero_map = {"params": {**moved["params"], "map_embedder": variables["params"]["map_embedder"]}}
+    # with its map embedder at zero the model is the paper's, whatever the map
+    np.testing.assert_allclose(
+        mapped.apply(zero_map, z, c, cmap), plain.apply(base, z, c), rtol=1e-5, atol=1e-6
+    )
+    # the gradient reaches the zero-initialised embedder, and a trained embedder makes the map matter
+    grad = jax.grad(lambda p: jnp.mean(mapped.apply({"params": p}, z, c, cmap) ** 2))(zero_map["params"])
+    assert float(jnp.abs(grad["map_embedder"]["kernel"]).max()) > 1e-6
+    y = mapped.apply(moved, z, c, cmap)
+    assert float(jnp.abs(y - mapped.apply(moved, z, c, cmap + 1.0)).mean()) > 1e-4
+    with pytest.raises(ValueError, match="needs the fused map"):
+        mapped.apply(moved, z, c)

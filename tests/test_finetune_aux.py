@@ -18,6 +18,7 @@ from finetune_fixture import fixed_data, fold_runner, tiny_config
 from pretrain_fixture import tiny_config as pretrain_tiny_config
 
 from ma2mi_jax import checkpoints, losses
+from ma2mi_jax.errors import InitError
 from ma2mi_jax.train import finetune, optim
 from ma2mi_jax.train import pretrain_state as state_lib
 from ma2mi_jax.train.finetune import aux as aux_lib
@@ -35,7 +36,8 @@ def _write_pretraining_workdir(workdir: str, overrides: dict, miacnet: dict) -> 
     models = state_lib.build_models(config)  # latent grid from config.vae (no VAE needed here)
     z = jnp.zeros((1, models.grid, models.grid, models.channels), jnp.float32)  # [1,h,w,ch]
     c = jnp.zeros((1, models.miacnet.features), jnp.float32)  # [1,C]
-    dit = jax.eval_shape(models.dit.init, jax.random.key(0), z, c)["params"]
+    cmap = jnp.zeros((1, 1, 1, models.miacnet.features), jnp.float32)  # [1,h',w',C] (map condition)
+    dit = jax.eval_shape(models.dit.init, jax.random.key(0), z, c, cmap)["params"]
     leaves, treedef = jax.tree.flatten(dit)
     rng = np.random.default_rng(7)
     dit = jax.tree.unflatten(treedef, [rng.normal(0, 0.05, x.shape).astype(np.float32) for x in leaves])
@@ -232,3 +234,12 @@ def test_pixel_space_pretraining_uses_pixels_and_checks_the_dit_variant(
     got, want = both()
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert want > 0.1
+
+
+def test_a_dit_that_reads_the_fused_map_is_refused_naming_the_keys(tmp_path, data_root, classifier_variables):
+    """Fine-tuning passes c only, so a DiT pre-trained with model.dit_condition_map cannot serve L_rec."""
+    pre = str(tmp_path / "map_pretrain")
+    _write_pretraining_workdir(pre, {"model.dit_condition_map": True}, classifier_variables)
+    config = tiny_config(data_root, "unused", **{"init": pre, "finetune.aux_rec_weight": AUX})
+    with pytest.raises(InitError, match=r"dit_condition_map=True.*finetune\.aux_rec_weight=0"):
+        aux_lib.aux_reconstruction(config)

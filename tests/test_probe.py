@@ -70,14 +70,17 @@ def test_batch_statistics_are_the_exact_statistics_of_the_set(miacnet_and_pairs)
             )
 
 
-def test_features_are_c_or_c_with_the_pooled_action_map(miacnet_and_pairs):
+def test_features_are_c_c_with_the_pooled_action_map_or_the_map(miacnet_and_pairs):
     module, variables, pairs = miacnet_and_pairs
     c = probe.extract_features(module, variables, pairs, "c", chunk=5)
     both = probe.extract_features(module, variables, pairs, "c+action", chunk=5)
+    fused = probe.extract_features(module, variables, pairs, "map", chunk=5)
     out = module.apply(variables, jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1]), train=False)
-    assert c.shape == (12, 64) and both.shape == (12, 128)
+    h, w = out["map"].shape[1:3]
+    assert c.shape == (12, 64) and both.shape == (12, 128) and fused.shape == (12, h * w * 64)
     np.testing.assert_allclose(c, out["c"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(both[:, 64:], out["action"].mean((1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fused.reshape(out["map"].shape).mean((1, 2)), out["c"], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match=r"probe\.features"):
         probe.extract_features(module, variables, pairs, "pixels", chunk=5)
 

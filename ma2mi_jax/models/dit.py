@@ -5,6 +5,9 @@ c goes through a Dense-SiLU-Dense MLP (the shape of DiT's TimestepEmbedder MLP) 
 and drives adaLN-Zero modulation in every block and in the final layer; no learned sigma (the
 output has `out_channels`, default = input channels). The 2-D sin-cos position embedding is fixed
 and computed for the actual token grid, so any latent (28x28 at 224) or pixel grid works.
+With `map_condition` (beyond the paper, method.md "A condition that keeps space") the fused map
+MIACNet pools into c is also resized to the token grid and added to the tokens through a
+zero-initialised Dense, so at initialisation the model is the paper's.
 Forward FLOPs per sample: `flops.dit_flops(variant, grid, in_channels)`.
 """
 
@@ -178,6 +181,7 @@ class DiT(nn.Module):
     out_channels: int | None = None
     dtype: Any = jnp.float32
     residual: bool = False
+    map_condition: bool = False
 
     @property
     def spec(self) -> DiTSpec:
@@ -185,8 +189,8 @@ class DiT(nn.Module):
         return parse_variant(self.variant)
 
     @nn.compact
-    def __call__(self, z: jnp.ndarray, c: jnp.ndarray) -> jnp.ndarray:
-        """z: [B,H,W,Cin] latent (or pixels), c: [B,Dc] condition -> [B,H,W,Cout] float32."""
+    def __call__(self, z: jnp.ndarray, c: jnp.ndarray, cmap: jnp.ndarray | None = None) -> jnp.ndarray:
+        """z [B,H,W,Cin] latent (or pixels), c [B,Dc], cmap [B,h',w',Dc] (map_condition) -> [B,H,W,Cout]."""
         spec = self.spec
         _, H, W, C = z.shape
         p = spec.patch
@@ -200,6 +204,12 @@ class DiT(nn.Module):
 
         x = _dense(spec.hidden, self.dtype, "x_embedder")(patchify(z.astype(self.dtype), p))  # [B,T,D]
         x = x + jnp.asarray(sincos_2d(spec.hidden, h, w), self.dtype)[None]
+        if self.map_condition:
+            if cmap is None:
+                raise ValueError("DiT(map_condition=True) needs the fused map cmap [B,h',w',Dc]")
+            B, Dc = cmap.shape[0], cmap.shape[-1]
+            grid_map = jax.image.resize(cmap.astype(self.dtype), (B, h, w, Dc), "linear")  # [B,h,w,Dc]
+            x = x + _dense(spec.hidden, self.dtype, "map_embedder", zero=True)(grid_map.reshape(B, h * w, Dc))
 
         cond = _dense(spec.hidden, self.dtype, "c_embedder_0", std=COND_INIT_STD)(c.astype(self.dtype))
         cond = _dense(spec.hidden, self.dtype, "c_embedder_2", std=COND_INIT_STD)(nn.silu(cond))  # [B,D]

@@ -47,7 +47,9 @@ def check_fusion(fusion: str) -> str:
 
 
 class MIACNet(nn.Module):
-    """Two ResNet18 trunks and a fusion; returns {"c": [B,C], "position": P, "action": A}.
+    """Two ResNet18 trunks and a fusion; returns {"c": [B,C], "map": F, "position": P, "action": A}.
+
+    F [B,h,w,C] is the fused map before pooling (c = GAP(F)).
 
     C = 8 * width. With `stop_position_grad`, P enters the fusion under stop_gradient so a loss on c
     (L_rec) never reaches `position_encoder`; P itself (returned) still carries gradients for L_pos.
@@ -80,12 +82,12 @@ class MIACNet(nn.Module):
         return self.position_encoder(normalize_imagenet(frame), train)
 
     def __call__(self, frame0: jnp.ndarray, frame1: jnp.ndarray, train: bool) -> dict[str, Any]:
-        """frame0 = x_t, frame1 = x_{t+k}: [B,H,W,3] in [0,255] -> {"c", "position", "action"}."""
+        """frame0 = x_t, frame1 = x_{t+k}: [B,H,W,3] in [0,255] -> {"c", "map", "position", "action"}."""
         x0 = normalize_imagenet(frame0)
         x1 = normalize_imagenet(frame1)
         A = self.action_encoder(x1 - x0, train)  # [B,h,w,C]
         if self.fusion == "none":
-            return {"c": jnp.mean(A, axis=(1, 2)), "position": None, "action": A}
+            return {"c": jnp.mean(A, axis=(1, 2)), "map": A, "position": None, "action": A}
         P = self.position_encoder(x0, train)  # [B,h,w,C]
         Pf = jax.lax.stop_gradient(P) if self.stop_position_grad else P
         if self.fusion == "add":
@@ -97,7 +99,7 @@ class MIACNet(nn.Module):
         else:  # concat, concat_relu
             F = self.fuse_conv(jnp.concatenate([A, Pf], axis=-1))  # [B,h,w,C]
             F = nn.relu(F) if self.fusion == "concat_relu" else F
-        return {"c": jnp.mean(F, axis=(1, 2)), "position": P, "action": A}  # c: [B,C]
+        return {"c": jnp.mean(F, axis=(1, 2)), "map": F, "position": P, "action": A}  # c: [B,C]
 
 
 class MIACClassifier(nn.Module):

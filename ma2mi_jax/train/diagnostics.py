@@ -108,18 +108,20 @@ def make_eval_fn(
     def reconstruction(params, batch_stats, vae_params, batch):
         variables = {"params": params["miacnet"], "batch_stats": batch_stats["miacnet"]}
 
-        def condition(a, b):  # frames [B,H,W,3] -> c [B,C]
-            return models.miacnet.apply(variables, a, b, train=False)["c"]
+        def condition(a, b):  # frames [B,H,W,3] -> (c [B,C], fused map [B,h',w',C])
+            out = models.miacnet.apply(variables, a, b, train=False)
+            return out["c"], out["map"]
 
         z0, z1 = pretrain_step.targets(models, vae, vae_params, batch)  # [B,h,w,ch]
         c = condition(batch["frame0"], batch["frame1"])
         conditions = {
             "rec": c,
-            "shuffled_c": jnp.roll(c, 1, axis=0),  # every pair gets its neighbour's condition
+            # every pair gets its neighbour's condition (c and, with a map condition, the map)
+            "shuffled_c": tuple(jnp.roll(v, 1, axis=0) for v in c),
             "static_c": condition(batch["frame0"], batch["frame0"]),
         }
         preds = {
-            k: models.dit.apply({"params": params["dit"]}, z0, v).astype(jnp.float32)
+            k: models.dit.apply({"params": params["dit"]}, z0, *v).astype(jnp.float32)
             for k, v in conditions.items()
         }
         preds["copy"] = z0

@@ -84,7 +84,11 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int = 0, vae: A
         grid, channels = size, 3
     miacnet = miacnet_lib.miacnet_from_config(config.model, dtype)
     dit = dit_lib.DiT(
-        variant=config.model.dit, out_channels=channels, dtype=dtype, residual=bool(config.model.dit_residual)
+        variant=config.model.dit,
+        out_channels=channels,
+        dtype=dtype,
+        residual=bool(config.model.dit_residual),
+        map_condition=bool(config.model.dit_condition_map),
     )
     return Models(miacnet, dit, None, size, grid, channels)
 
@@ -106,9 +110,9 @@ def _fresh_variables(models: Models, rng: jax.Array) -> tuple[PyTree, PyTree]:
         v = models.classifier.init(k_miac, frames, frames, train=False)
         return dict(v["params"]), dict(v.get("batch_stats", {}))
     v = models.miacnet.init(k_miac, frames, frames, train=False)
-    c = jnp.zeros((1, models.miacnet.features), jnp.float32)  # [1,C]
+    out = models.miacnet.apply(v, frames, frames, train=False)
     z = jnp.zeros((1, models.grid, models.grid, models.channels), jnp.float32)  # [1,h,w,ch]
-    dit_params = models.dit.init(k_dit, z, c)["params"]
+    dit_params = models.dit.init(k_dit, z, out["c"], out["map"])["params"]  # c [1,C], map [1,h',w',C]
     params = {"miacnet": v["params"], "dit": dit_params}
     return params, {"miacnet": v.get("batch_stats", {})}
 

@@ -74,7 +74,7 @@ def make_loss_fn(models: Models, config: ml_collections.ConfigDict, vae: Any = N
             variables = {"params": params["miacnet"], "batch_stats": batch_stats["miacnet"]}
             out, updated = module.apply(variables, frame0, frame1, train=True, mutable=["batch_stats"])
             z0, z1 = targets(models, vae, vae_params, batch)  # [B,h,w,ch] each
-            pred = models.dit.apply({"params": params["dit"]}, z0, out["c"])  # [B,h,w,ch]
+            pred = models.dit.apply({"params": params["dit"]}, z0, out["c"], out["map"])  # [B,h,w,ch]
             terms["rec"] = losses.l1_loss(pred, z1)
             main = terms["rec"]
             new_stats = {"miacnet": updated["batch_stats"]}
@@ -135,9 +135,10 @@ def make_predict_fn(
 
     def predict(params, batch_stats, vae_params, batch):
         variables = {"params": params["miacnet"], "batch_stats": batch_stats["miacnet"]}
-        c = models.miacnet.apply(variables, batch["frame0"], batch["frame1"], train=False)["c"]  # [B,C]
+        out = models.miacnet.apply(variables, batch["frame0"], batch["frame1"], train=False)
         z0, z1 = targets(models, vae, vae_params, batch)
-        pred = models.dit.apply({"params": params["dit"]}, z0, c).astype(jnp.float32)  # [B,h,w,ch]
+        pred = models.dit.apply({"params": params["dit"]}, z0, out["c"], out["map"])  # [B,h,w,ch]
+        pred = pred.astype(jnp.float32)
         if vae is None:
             return {"prediction": from_unit_range(pred)}
         return {"prediction": vae.decode(vae_params, pred), "vae_reconstruction": vae.decode(vae_params, z1)}

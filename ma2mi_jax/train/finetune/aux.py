@@ -109,6 +109,12 @@ def aux_reconstruction(config: ml_collections.ConfigDict) -> AuxReconstruction |
             f"{pre_file}: unknown space={space!r} (expected 'latent' or 'pixel')"
         )
     residual = bool(pre.get("model", {}).get("dit_residual", False))  # as the DiT was pre-trained
+    if bool(pre.get("model", {}).get("dit_condition_map", False)):
+        raise InitError(
+            f"finetune.aux_rec_weight={config.finetune.aux_rec_weight}: the pre-training run {pre_file} has "
+            "model.dit_condition_map=True, whose DiT also needs the fused map, which fine-tuning does not "
+            "pass; set finetune.aux_rec_weight=0"
+        )
     dit = dit_lib.DiT(
         variant=str(config.model.dit), out_channels=channels, dtype=jnp.dtype(config.dtype), residual=residual
     )
