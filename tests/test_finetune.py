@@ -87,10 +87,13 @@ def test_vmapped_and_sequential_agree(vmapped, data_root, tmp_path):
     assert sorted(os.listdir(tmp_path / "folds")) == ["group_000.json", "group_001.json"]
     a, b = _probabilities(workdir), _probabilities(tmp_path)
     assert a.keys() == b.keys() == {"sub01", "sub02", "sub03", "sub04"}
+    # Two compiled programs round differently and training carries it on: at most 2e-4 on the
+    # machines this was first measured on, 4.0e-4 on an AMD EPYC one (both 2-core CPUs), against a
+    # training that moves the probabilities by about 1e-2 (checked below to be above 5e-3).
     for k in a:
-        np.testing.assert_allclose(a[k], b[k], atol=2e-4, rtol=0)
+        np.testing.assert_allclose(a[k], b[k], atol=1e-3, rtol=0)
     # The models changed from their zero-head start (uniform probabilities), so agreement means something.
-    assert np.abs(np.concatenate(list(a.values())) - 0.2).max() > 1e-3
+    assert np.abs(np.concatenate(list(a.values())) - 0.2).max() > 5e-3
     assert seq["accuracy"] == pytest.approx(results["accuracy"])
 
 
@@ -185,7 +188,7 @@ def test_folds_sharded_over_four_devices_give_the_one_device_results(
     assert a.keys() == b.keys() == {"sub01", "sub02", "sub03", "sub04"}
     for k in a:
         np.testing.assert_allclose(b[k], a[k], atol=5e-4, rtol=0)
-    assert np.abs(np.concatenate(list(a.values())) - 0.2).max() > 1e-3  # the models moved
+    assert np.abs(np.concatenate(list(a.values())) - 0.2).max() > 5e-3  # the models moved
 
 
 @pytest.mark.slow
