@@ -110,9 +110,11 @@ def _fresh_variables(models: Models, rng: jax.Array) -> tuple[PyTree, PyTree]:
         v = models.classifier.init(k_miac, frames, frames, train=False)
         return dict(v["params"]), dict(v.get("batch_stats", {}))
     v = models.miacnet.init(k_miac, frames, frames, train=False)
-    out = models.miacnet.apply(v, frames, frames, train=False)
+    # Shapes only: the DiT's init needs c and the fused map, not MIACNet's values.
+    shapes = jax.eval_shape(functools.partial(models.miacnet.apply, train=False), v, frames, frames)
+    c, cmap = (jnp.zeros(shapes[k].shape, jnp.float32) for k in ("c", "map"))  # [1,C], [1,h',w',C]
     z = jnp.zeros((1, models.grid, models.grid, models.channels), jnp.float32)  # [1,h,w,ch]
-    dit_params = models.dit.init(k_dit, z, out["c"], out["map"])["params"]  # c [1,C], map [1,h',w',C]
+    dit_params = models.dit.init(k_dit, z, c, cmap)["params"]
     params = {"miacnet": v["params"], "dit": dit_params}
     return params, {"miacnet": v.get("batch_stats", {})}
 
