@@ -356,9 +356,12 @@ def test_two_processes_of_two_devices_give_the_four_device_run(
     b = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(got["params"])])
     assert np.max(np.abs(a - b)) <= 2 * tiny_config(overrides).train.lr * RUN["train.steps"]
     assert np.mean(np.abs(a - b) > 1e-6 + 1e-5 * np.abs(a)) < 0.001
+    # Running statistics average activations of those parameters: 2 of 64 elements of one leaf
+    # measured 2.5e-6 apart (values ~2e-3) on an AMD EPYC 2-core machine. A per-process
+    # BatchNorm would average each process's half batch instead, a sampling difference far above 1e-5.
     leaves = jax.tree_util.tree_leaves
     for x, y in zip(leaves(ref["batch_stats"]), leaves(got["batch_stats"]), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(
         [h["rec"] for h in _diagnostics(workdir)["history"]],
         [h["rec"] for h in _diagnostics(workdir_four)["history"]],
