@@ -65,9 +65,10 @@ and the linear probe (`scripts/probe.py`), runs and figures in docs/results.md:
 - What pre-training learns here does describe 1-px expressions: on a micro set with every
   nuisance off (`--noise 0 --micro-jpeg-quality 100 --micro-jitter 0 --micro-rotation 0
   --light-drift 0 --blink-prob 0`) frozen pre-trained features beat random ones by +0.21 UF1 and
-  fine-tuning from them beats scratch by +0.06; with the micro sets' nuisances, by neither. The
-  micro sets keep their nuisances (their difficulty is calibrated above; without them scratch
-  reaches 0.74); pre-training at the micro sets' sensor noise or at 1 px did not help.
+  fine-tuning from them beats scratch by +0.06 (5-fold) / +0.04 (LOSO); with the micro sets'
+  nuisances, by neither. The micro sets keep their nuisances (their difficulty is calibrated
+  above; without them scratch reaches 0.74); pre-training at the micro sets' sensor noise or at
+  1 px did not help.
 
 Speed (serial, 2-core CPU shared with other jobs): CASME II layout 255 clips / 4,050 frames at
 64 px in 2.7 s, DFEW layout 300 clips / 7,001 frames in 5.8 s; 224 px runs about 10x slower
