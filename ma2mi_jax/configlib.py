@@ -190,6 +190,9 @@ def finetune_base() -> ml_collections.ConfigDict:
             "fold_threads": 2,
             "freeze_position": False,
             "freeze_action": False,
+            # Epochs at the start in which both encoders stay as initialised and only the rest (the
+            # classifier head) trains: a linear probe before fine-tuning (LP-FT); 0 = off.
+            "head_only_epochs": 0,
             "aux_rec_weight": 0.0,  # > 0 keeps L_rec as an auxiliary loss (needs the DiT)
             "final_model": False,  # also train one model on all subjects for export
         }

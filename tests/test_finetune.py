@@ -328,6 +328,39 @@ def test_frozen_encoders_keep_weights_and_batch_statistics(compile_cache):
     assert np.abs(h[0] - h[1]).max() > 0
 
 
+def test_head_only_epochs_hold_the_encoders_then_release_them(compile_cache):
+    """head_only_epochs: encoder params unchanged for the held steps, the head trains; then both move."""
+    from ma2mi_jax.train import optim
+
+    config = tiny_config("unused", "unused")
+    model = finetune.build_classifier(config)
+    data, batch, _ = fixed_data(2, seed=0)
+    variables, _ = finetune.initial_variables(config, model)
+    tx = optim.make_optimizer(config.train, 10, held=step_lib.encoder_path, hold_steps=2)
+    runner = fold_runner(model, tx, data)
+    state = runner.group_state(step_lib.broadcast_folds(step_lib.init_fold_state(variables, tx), 2))
+    keys = jnp.stack([step_lib.fold_key(0, 0), step_lib.fold_key(0, 1)])
+
+    def encoders_moved(state) -> list[bool]:
+        after = step_lib.take_fold(state, 0).params["classifier"]["miacnet"]
+        return [
+            bool(np.any(np.asarray(a) != np.asarray(b)))
+            for name in ("action_encoder", "position_encoder")
+            for a, b in zip(
+                jax.tree.leaves(after[name]),
+                jax.tree.leaves(variables["params"]["miacnet"][name]),
+                strict=True,
+            )
+        ]
+
+    for _ in range(2):
+        state, _ = runner.train_step(state, batch, keys)
+    assert not any(encoders_moved(state))
+    assert np.abs(np.asarray(step_lib.take_fold(state, 0).params["classifier"]["head"]["kernel"])).max() > 0
+    state, _ = runner.train_step(state, batch, keys)
+    assert all(encoders_moved(state))
+
+
 def test_frozen_batchnorm_is_inference_mode(compile_cache):
     """With every encoder frozen, a training-mode forward equals the inference forward."""
 

@@ -1,10 +1,11 @@
-"""AdamW with the paper's per-step exponential decay, optional clipping and frozen sub-trees."""
+"""AdamW with the paper's per-step exponential decay, optional clipping, frozen and held sub-trees."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -28,24 +29,39 @@ def make_optimizer(
     train: ml_collections.ConfigDict,
     total_steps: int,
     trainable: Callable[[tuple], bool] | None = None,
+    held: Callable[[tuple], bool] | None = None,
+    hold_steps: int = 0,
 ) -> optax.GradientTransformation:
     """AdamW(lr schedule, weight decay) with optional global-norm clipping.
 
     `trainable(path) -> bool` receives a parameter's key path (tuple of names); parameters for
-    which it returns False get zero updates (frozen) and no optimiser state.
+    which it returns False get zero updates (frozen) and no optimiser state. Parameters for which
+    `held(path)` is True get zero updates for the first `hold_steps` steps and the same AdamW
+    afterwards (AdamW's moments see their gradients from step 0 and the learning-rate schedule runs
+    on; weight decay applies only once they move).
     """
     tx = optax.adamw(learning_rate_schedule(train, total_steps), weight_decay=train.weight_decay)
     if train.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(train.grad_clip), tx)
-    if trainable is None:
+    if hold_steps < 0:
+        raise ValueError(f"hold_steps must be >= 0, got {hold_steps}")
+    hold = held is not None and hold_steps > 0
+    if trainable is None and not hold:
         return tx
 
-    def labels(params):
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: "train" if trainable(_path_names(path)) else "freeze", params
-        )
+    def label(path: tuple[str, ...]) -> str:
+        if trainable is not None and not trainable(path):
+            return "freeze"
+        return "hold" if hold and held(path) else "train"
 
-    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(lambda path, _: label(_path_names(path)), params)
+
+    transforms = {"train": tx, "freeze": optax.set_to_zero()}
+    if hold:
+        released = optax.scale_by_schedule(lambda count: (count >= hold_steps).astype(jnp.float32))
+        transforms["hold"] = optax.chain(tx, released)
+    return optax.multi_transform(transforms, labels)
 
 
 def _path_names(path: tuple) -> tuple[str, ...]:

@@ -66,6 +66,11 @@ def trainable_outside(frozen: Sequence[str]) -> Callable[[tuple[str, ...]], bool
     return lambda path: not any(name in path for name in frozen)
 
 
+def encoder_path(path: tuple[str, ...]) -> bool:
+    """True for a parameter of either encoder (finetune.head_only_epochs holds these at first)."""
+    return any(name in path for name in FREEZABLE.values())
+
+
 @contextlib.contextmanager
 def frozen_batchnorm(frozen: Sequence[str]) -> Iterator[None]:
     """Within this context, BatchNorm layers under a frozen module normalise with running statistics.

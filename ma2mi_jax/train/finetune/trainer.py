@@ -36,6 +36,7 @@ from ma2mi_jax.train.finetune.runner import (
 )
 from ma2mi_jax.train.finetune.step import (
     broadcast_folds,
+    encoder_path,
     fold_key,
     frozen_modules,
     init_fold_state,
@@ -115,6 +116,8 @@ def build_group(
         config.train,
         int(config.train.epochs) * group.steps_per_epoch,
         trainable_outside(frozen) if frozen else None,
+        held=encoder_path,
+        hold_steps=int(ft.head_only_epochs) * group.steps_per_epoch,
     )
     sequential = runs_sequentially(ft)
     mesh = None if sequential else fold_mesh()

@@ -19,6 +19,11 @@ def _check_train(c: ml_collections.ConfigDict, problems: list[str]) -> None:
         problems.append(f"train.batch_size must be >= 1, got {c.train.batch_size}")
     if int(c.finetune.fold_threads) < 1:
         problems.append(f"finetune.fold_threads must be >= 1, got {c.finetune.fold_threads}")
+    if not 0 <= int(c.finetune.head_only_epochs) < int(c.train.epochs):
+        problems.append(
+            f"finetune.head_only_epochs must be >= 0 and below train.epochs ({c.train.epochs}), "
+            f"got {c.finetune.head_only_epochs}"
+        )
     if int(c.finetune.folds_per_step) < 0:
         problems.append(f"finetune.folds_per_step must be >= 0 (0 = all), got {c.finetune.folds_per_step}")
 
