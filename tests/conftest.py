@@ -56,24 +56,3 @@ def compile_cache(session_compile_cache):
 def data_root(tmp_path_factory):
     """A tiny CASME II-layout data set (4 subjects, 20 clips, 32 px)."""
     return write_casme2(str(tmp_path_factory.mktemp("casme2")))
-
-
-# The files that take longest (most of it compiling), longest first: pytest-xdist hands whole files
-# (`--dist loadfile`) to its two workers in collection order (`--no-loadscope-reorder` in
-# pyproject.toml: its default orders files by their number of tests), so starting these first lets
-# the many short files fill in at the end and both workers finish together.
-LONGEST_FILES = (
-    "test_pretrain.py",
-    "test_finetune.py",
-    "test_gradients.py",
-    "test_inference.py",
-    "test_finetune_aux.py",
-    "test_quickstart.py",
-    "test_benchmarks.py",
-)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Collect LONGEST_FILES first, in that order; every other file after them, as collected."""
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps test order
