@@ -193,6 +193,9 @@ def finetune_base() -> ml_collections.ConfigDict:
             # Epochs at the start in which both encoders stay as initialised and only the rest (the
             # classifier head) trains: a linear probe before fine-tuning (LP-FT); 0 = off.
             "head_only_epochs": 0,
+            # "zero" (the paper's zero-initialised head) | "probe": each fold's head starts at a
+            # linear probe of its training subjects' frozen c (train/finetune/head_init.py).
+            "head_init": "zero",
             "aux_rec_weight": 0.0,  # > 0 keeps L_rec as an auxiliary loss (needs the DiT)
             "final_model": False,  # also train one model on all subjects for export
         }

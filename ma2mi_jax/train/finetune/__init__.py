@@ -4,7 +4,9 @@
 1. reads the data set (printing what was kept, dropped and repaired), decodes every onset/apex pair
    once, and splits the samples into the protocol's folds, LOSO or subject-independent k-fold (`plan`);
 2. initialises the classifier from `config.init` (MA2MI pre-training workdir, exported classifier,
-   ImageNet ResNet18, or scratch) -- the same starting point for every fold (`init`);
+   ImageNet ResNet18, or scratch) -- the same starting point for every fold (`init`), except for the
+   head with `finetune.head_init="probe"`: each fold's starts at a linear probe of its training
+   subjects (`head_init`);
 3. trains the folds in groups of `finetune.folds_per_step` (`trainer`, `runner`, `step`): the data set
    stays on the device, each fold's batches (indices and pair transforms, drawn on the host) come
    from its own training subjects (`data`), and gathering, warping and the step run in one compiled

@@ -26,6 +26,7 @@ from ma2mi_jax.train import observe, optim
 from ma2mi_jax.train.finetune import layout
 from ma2mi_jax.train.finetune.aux import AuxReconstruction
 from ma2mi_jax.train.finetune.data import FoldBatches, eval_index_batches, fold_seed
+from ma2mi_jax.train.finetune.head_init import probe_heads
 from ma2mi_jax.train.finetune.plan import FoldSpec, Group
 from ma2mi_jax.train.finetune.runner import (
     FoldGroupRunner,
@@ -80,10 +81,18 @@ class GroupTrainer:
     fresh: Any  # one fold's state at step 0 (FoldState)
     labels: np.ndarray  # int32[N], for the held-out accuracy line
     eval_batch_size: int
+    heads: dict | None = None  # finetune.head_init="probe": {"kernel" [F,D,N], "bias" [F,N]} per padded fold
 
     def initial_state(self) -> GroupState:
-        """Every fold at step 0 from the same variables."""
-        return self.runner.group_state(broadcast_folds(self.fresh, len(self.padded)))
+        """Every fold at step 0 from the same variables (and its own head, when given)."""
+        state = broadcast_folds(self.fresh, len(self.padded))
+        if self.heads is not None:
+            classifier = {
+                **state.params["classifier"],
+                "head": {k: jnp.asarray(v) for k, v in self.heads.items()},
+            }
+            state = state.replace(params={**state.params, "classifier": classifier})
+        return self.runner.group_state(state)
 
     def run_epoch(
         self, state: GroupState, epoch: int, on_fold: Callable[[int], None] | None = None
@@ -143,6 +152,14 @@ def build_group(
     )
     keys = jnp.stack([fold_key(int(config.seed), f.index) for f in padded])
     extra = None if aux is None else {"dit": aux.dit_params}
+    heads = None
+    if str(ft.head_init) == "probe":
+        frames = np.asarray(data["frames"])  # [N,H,W,6]
+        pairs = np.stack([frames[..., :3], frames[..., 3:]], axis=1)  # [N,2,H,W,3]
+        heads = probe_heads(
+            config, variables, pairs, np.asarray(data["labels"]), [f.train_indices for f in padded]
+        )
+        log.info("%s: heads started at a linear probe of each fold's training subjects", group.name)
     return GroupTrainer(
         group=group,
         real=real,
@@ -154,6 +171,7 @@ def build_group(
         fresh=init_fold_state(variables, tx, extra),
         labels=np.asarray(data["labels"]),
         eval_batch_size=int(config.train.batch_size),
+        heads=heads,
     )
 
 

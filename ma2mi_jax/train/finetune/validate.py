@@ -8,6 +8,7 @@ import math
 import ml_collections
 
 from ma2mi_jax.errors import ConfigError
+from ma2mi_jax.train.finetune.head_init import HEAD_INITS
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ def _check_train(c: ml_collections.ConfigDict, problems: list[str]) -> None:
             f"finetune.head_only_epochs must be >= 0 and below train.epochs ({c.train.epochs}), "
             f"got {c.finetune.head_only_epochs}"
         )
+    if str(c.finetune.head_init) not in HEAD_INITS:
+        problems.append(f"finetune.head_init must be one of {list(HEAD_INITS)}, got {c.finetune.head_init!r}")
     if int(c.finetune.folds_per_step) < 0:
         problems.append(f"finetune.folds_per_step must be >= 0 (0 = all), got {c.finetune.folds_per_step}")
 

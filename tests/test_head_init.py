@@ -1,0 +1,83 @@
+"""finetune.head_init="probe": the fitted logistic regression as a Dense head, per fold, in the state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from finetune_fixture import fixed_data, fold_runner, tiny_config
+from sklearn.linear_model import LogisticRegression
+
+from ma2mi_jax.train import finetune, optim
+from ma2mi_jax.train.finetune import head_init
+from ma2mi_jax.train.finetune import step as step_lib
+from ma2mi_jax.train.finetune.trainer import GroupTrainer
+
+
+def _fit(x, y):
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    fit = LogisticRegression(max_iter=2000, class_weight="balanced").fit((x - mu) / sd, y)
+    return fit, mu, sd
+
+
+@pytest.mark.parametrize("classes", [5, 2])
+def test_dense_head_gives_the_fitted_logits_on_raw_features(classes):
+    """kernel/bias on raw c reproduce scikit-learn's decision on standardised c (binary: as 2 logits)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, classes, 300)
+    x = rng.normal(3.0, 4.0, (300, 8)) + 2.0 * np.eye(8)[y % 8]  # offset and scaled, as c is
+    fit, mu, sd = _fit(x, y)
+    head = head_init.dense_from_logistic(fit.coef_, fit.intercept_, fit.classes_, mu, sd, classes)
+    assert head["kernel"].shape == (8, classes) and head["bias"].shape == (classes,)
+    logits = x @ head["kernel"].astype(np.float64) + head["bias"]
+    decision = fit.decision_function((x - mu) / sd)
+    if classes == 2:
+        np.testing.assert_allclose(logits[:, 1] - logits[:, 0], decision, rtol=1e-4, atol=1e-4)
+    else:
+        np.testing.assert_allclose(logits, decision, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(logits.argmax(-1), fit.predict((x - mu) / sd))
+
+
+def test_a_class_missing_from_training_gets_zero_weights_and_the_lowest_bias():
+    rng = np.random.default_rng(1)
+    y = rng.choice([0, 1, 3], 200)  # class 2 of 4 never seen
+    x = rng.normal(size=(200, 5)) + np.eye(5)[y]
+    fit, mu, sd = _fit(x, y)
+    head = head_init.dense_from_logistic(fit.coef_, fit.intercept_, fit.classes_, mu, sd, 4)
+    np.testing.assert_array_equal(head["kernel"][:, 2], 0.0)
+    assert head["bias"][2] == head["bias"][[0, 1, 3]].min()
+
+
+def test_every_fold_starts_at_its_own_probe(compile_cache):
+    """probe_heads fits each fold on its training pairs; initial_state puts fold f's head in fold f."""
+    config = tiny_config("unused", "unused", **{"finetune.head_init": "probe"})
+    model = finetune.build_classifier(config)
+    data, _, _ = fixed_data(2, batch=8, seed=0)
+    variables, _ = finetune.initial_variables(config, model)
+    frames = np.asarray(data["frames"])
+    pairs = np.stack([frames[..., :3], frames[..., 3:]], axis=1)
+    train = [np.arange(0, 8), np.arange(8, 16)]
+    heads = head_init.probe_heads(config, variables, pairs, np.asarray(data["labels"]), train)
+    width = variables["params"]["head"]["kernel"].shape
+    assert heads["kernel"].shape == (2, *width) and heads["bias"].shape == (2, width[1])
+    assert np.all(np.isfinite(heads["kernel"])) and np.abs(heads["kernel"][0] - heads["kernel"][1]).max() > 0
+    tx = optim.make_optimizer(config.train, 10)
+    runner = fold_runner(model, tx, data)
+    fresh = step_lib.init_fold_state(variables, tx)
+    trainer = GroupTrainer(
+        group=None, real=[], padded=[None, None], runner=runner, tx=tx, batches=None, keys=None,
+        fresh=fresh, labels=np.asarray(data["labels"]), eval_batch_size=8, heads=heads,
+    )  # fmt: skip
+    state = runner.stacked(trainer.initial_state())
+    np.testing.assert_array_equal(state.params["classifier"]["head"]["kernel"], heads["kernel"])
+    np.testing.assert_array_equal(state.params["classifier"]["head"]["bias"], heads["bias"])
+    # everything else is the shared init, in both folds
+    enc = state.params["classifier"]["miacnet"]["action_encoder"]["conv1"]["kernel"]
+    np.testing.assert_array_equal(enc[0], enc[1])
+
+
+def test_unknown_head_init_names_its_key():
+    from ma2mi_jax.errors import ConfigError
+    from ma2mi_jax.train.finetune.validate import validate_finetune_config
+
+    with pytest.raises(ConfigError, match=r"finetune\.head_init must be one of \['zero', 'probe'\]"):
+        validate_finetune_config(tiny_config("unused", "unused", **{"finetune.head_init": "lp"}))
