@@ -106,6 +106,25 @@ def extract_features(
     return np.concatenate(parts).astype(np.float64)
 
 
+def standardised_logistic(
+    x: np.ndarray, labels: np.ndarray, C: float, max_iter: int
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(fit, mu, sd): a balanced logistic regression on x f64[N,D] standardised by its own mean and std."""
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    fit = LogisticRegression(C=C, max_iter=max_iter, class_weight="balanced")
+    fit.fit((x - mu) / sd, labels)
+    return fit, mu, sd
+
+
+def frozen_miacnet(config: ml_collections.ConfigDict) -> miacnet_lib.MIACNet:
+    """The MIACNet module whose features the probe reads (config.model's width and fusion)."""
+    return miacnet_lib.MIACNet(
+        width=int(config.model.resnet_width), fusion=str(config.model.fusion), stop_position_grad=False
+    )
+
+
 def linear_probe(
     x: np.ndarray,
     labels: np.ndarray,
@@ -119,13 +138,9 @@ def linear_probe(
     Features are standardised with the fold's training statistics; every sample must be in one
     fold's test set exactly once.
     """
-    from sklearn.linear_model import LogisticRegression
-
     pred = np.full(len(labels), -1, np.int64)
     for train, test in folds:
-        mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
-        model = LogisticRegression(C=C, max_iter=max_iter, class_weight="balanced")
-        model.fit((x[train] - mu) / sd, labels[train])
+        model, mu, sd = standardised_logistic(x[train], labels[train], C, max_iter)
         pred[test] = model.predict((x[test] - mu) / sd)
     if (pred < 0).any():
         raise ValueError(f"{int((pred < 0).sum())} sample(s) are in no fold's test set")
@@ -151,9 +166,7 @@ def probe_one(
     c = _seed_config(config, seed)
     model = finetune.build_classifier(c)
     variables, what = finetune.initial_variables(c, model)
-    module = miacnet_lib.MIACNet(
-        width=int(c.model.resnet_width), fusion=str(c.model.fusion), stop_position_grad=False
-    )
+    module = frozen_miacnet(c)
     miac = {"params": variables["params"]["miacnet"], "batch_stats": variables["batch_stats"]["miacnet"]}
     chunk = int(c.probe.bn_batch)
     miac["batch_stats"] = precise_batch_stats(module, miac, pairs, chunk)

@@ -60,6 +60,11 @@ def test_every_fold_starts_at_its_own_probe(compile_cache):
     width = variables["params"]["head"]["kernel"].shape
     assert heads["kernel"].shape == (2, *width) and heads["bias"].shape == (2, width[1])
     assert np.all(np.isfinite(heads["kernel"])) and np.abs(heads["kernel"][0] - heads["kernel"][1]).max() > 0
+    # a padding fold (the same training pairs as fold 0) gets fold 0's head
+    padded = head_init.probe_heads(config, variables, pairs, np.asarray(data["labels"]), [*train, train[0]])
+    for k in ("kernel", "bias"):
+        np.testing.assert_array_equal(padded[k][:2], heads[k])
+        np.testing.assert_array_equal(padded[k][2], heads[k][0])
     tx = optim.make_optimizer(config.train, 10)
     runner = fold_runner(model, tx, data)
     fresh = step_lib.init_fold_state(variables, tx)

@@ -46,26 +46,26 @@ def probe_heads(
     labels: np.ndarray,
     train_indices: Sequence[np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """Stacked heads {"kernel" f32[F,D,N], "bias" f32[F,N]}, one fitted on each fold's training pairs."""
-    from sklearn.linear_model import LogisticRegression
+    """Stacked heads {"kernel" f32[F,D,N], "bias" f32[F,N]}, one fitted on each fold's training pairs.
 
+    Folds with the same training pairs (a group's padding folds) share one fit.
+    """
     from ma2mi_jax import probe
-    from ma2mi_jax.models import miacnet as miacnet_lib
 
-    module = miacnet_lib.MIACNet(
-        width=int(config.model.resnet_width), fusion=str(config.model.fusion), stop_position_grad=False
-    )
+    module = probe.frozen_miacnet(config)
     chunk, n = int(config.probe.bn_batch), len(tuple(config.data.class_names))
-    heads = []
+    fitted: dict[bytes, dict[str, np.ndarray]] = {}
     for train in train_indices:
         train = np.asarray(train)
+        key = train.tobytes()
+        if key in fitted:
+            continue
         miac = {"params": variables["params"]["miacnet"], "batch_stats": variables["batch_stats"]["miacnet"]}
         miac["batch_stats"] = probe.precise_batch_stats(module, miac, pairs[train], chunk)
         x = probe.extract_features(module, miac, pairs[train], "c", chunk)  # [n_train, D]
-        mu, sd = x.mean(0), x.std(0) + 1e-6
-        fit = LogisticRegression(
-            C=float(config.probe.C), max_iter=int(config.probe.max_iter), class_weight="balanced"
+        fit, mu, sd = probe.standardised_logistic(
+            x, labels[train], float(config.probe.C), int(config.probe.max_iter)
         )
-        fit.fit((x - mu) / sd, labels[train])
-        heads.append(dense_from_logistic(fit.coef_, fit.intercept_, fit.classes_, mu, sd, n))
+        fitted[key] = dense_from_logistic(fit.coef_, fit.intercept_, fit.classes_, mu, sd, n)
+    heads = [fitted[np.asarray(t).tobytes()] for t in train_indices]
     return {k: np.stack([h[k] for h in heads]) for k in ("kernel", "bias")}
