@@ -44,6 +44,9 @@ def _model() -> ml_collections.ConfigDict:
             # True: the fused map before pooling also enters the DiT as tokens (zero-initialised),
             # beyond the paper's global c through adaLN (method.md, "A condition that keeps space").
             "dit_condition_map": False,
+            # > 0: the action encoder reads x_{t+k} registered onto x_t (similarity + lighting,
+            # this many Gauss-Newton steps; models/register.py); 0 = the paper's raw difference.
+            "register_iterations": 0,
         }
     )
 

@@ -84,6 +84,7 @@ def export_classifier(
         "model": {
             "resnet_width": int(config.model.resnet_width),
             "fusion": str(config.model.fusion),
+            "register_iterations": miacnet.register_iterations(config.model),
             "num_classes": len(class_names),
             "dtype": str(config.dtype),
         },
@@ -115,7 +116,13 @@ def export_classifier(
 
 def _model(meta: dict):
     m = meta["model"]
-    cfg = ml_collections.ConfigDict({"resnet_width": m["resnet_width"], "fusion": m["fusion"]})
+    cfg = ml_collections.ConfigDict(
+        {
+            "resnet_width": m["resnet_width"],
+            "fusion": m["fusion"],
+            "register_iterations": m.get("register_iterations", 0),
+        }
+    )
     return miacnet.classifier_from_config(cfg, int(m["num_classes"]), m.get("dtype", "float32"))
 
 

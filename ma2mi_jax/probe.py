@@ -121,7 +121,10 @@ def standardised_logistic(
 def frozen_miacnet(config: ml_collections.ConfigDict) -> miacnet_lib.MIACNet:
     """The MIACNet module whose features the probe reads (config.model's width and fusion)."""
     return miacnet_lib.MIACNet(
-        width=int(config.model.resnet_width), fusion=str(config.model.fusion), stop_position_grad=False
+        width=int(config.model.resnet_width),
+        fusion=str(config.model.fusion),
+        stop_position_grad=False,
+        register_iterations=miacnet_lib.register_iterations(config.model),
     )
 
 

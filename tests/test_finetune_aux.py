@@ -243,3 +243,15 @@ def test_a_dit_that_reads_the_fused_map_is_refused_naming_the_keys(tmp_path, dat
     config = tiny_config(data_root, "unused", **{"init": pre, "finetune.aux_rec_weight": AUX})
     with pytest.raises(InitError, match=r"dit_condition_map=True.*finetune\.aux_rec_weight=0"):
         aux_lib.aux_reconstruction(config)
+
+
+def test_init_line_says_when_pre_training_registered_its_pairs_otherwise(data_root, pretrained):
+    """The pre-training run registered nothing (register_iterations 0): silent at 0, named at 8."""
+    from ma2mi_jax.train.finetune import init as init_lib
+
+    config = tiny_config(data_root, "unused", init=pretrained[0])
+    assert init_lib.registration_note(config, pretrained[0]) == ""
+    with config.unlocked():
+        config.model.register_iterations = 8
+    note = init_lib.registration_note(config, pretrained[0])
+    assert "model.register_iterations=0" in note and "uses 8" in note

@@ -7,6 +7,8 @@ method.md, "MIACNet": A = F_a(norm(x_{t+k}) - norm(x_t)), P = F_p(norm(x_t)), c 
     concat_relu  ReLU(1x1 conv [A, P])   a non-linearity before pooling lets P gate A per place
     add_conv     ReLU(3x3 conv (A + P))  one spatially mixing layer before pooling
     none         A                   no position encoder ("w/o FPE")
+With register_iterations > 0 the action encoder reads the pair registered first (models/register.py:
+x_{t+k} aligned to x_t in head pose and lighting), the position encoder still the raw x_t.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ma2mi_jax.models import register
 from ma2mi_jax.models.resnet import ResNet18Trunk
 from ma2mi_jax.precision import at_least_f32
 
@@ -59,6 +62,7 @@ class MIACNet(nn.Module):
     width: int = 64
     fusion: str = "add"
     stop_position_grad: bool = True
+    register_iterations: int = 0  # > 0: Gauss-Newton steps of the pair registration; 0 = off
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
@@ -84,8 +88,11 @@ class MIACNet(nn.Module):
     def __call__(self, frame0: jnp.ndarray, frame1: jnp.ndarray, train: bool) -> dict[str, Any]:
         """frame0 = x_t, frame1 = x_{t+k}: [B,H,W,3] in [0,255] -> {"c", "map", "position", "action"}."""
         x0 = normalize_imagenet(frame0)
-        x1 = normalize_imagenet(frame1)
-        A = self.action_encoder(x1 - x0, train)  # [B,h,w,C]
+        if self.register_iterations > 0:
+            r0, r1 = register.register_pair(frame0, frame1, self.register_iterations)  # [B,H,W,3] each
+            A = self.action_encoder(normalize_imagenet(r1) - normalize_imagenet(r0), train)  # [B,h,w,C]
+        else:
+            A = self.action_encoder(normalize_imagenet(frame1) - x0, train)  # [B,h,w,C]
         if self.fusion == "none":
             return {"c": jnp.mean(A, axis=(1, 2)), "map": A, "position": None, "action": A}
         P = self.position_encoder(x0, train)  # [B,h,w,C]
@@ -108,10 +115,17 @@ class MIACClassifier(nn.Module):
     num_classes: int
     width: int = 64
     fusion: str = "add"
+    register_iterations: int = 0
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
-        self.miacnet = MIACNet(self.width, self.fusion, stop_position_grad=False, dtype=self.dtype)
+        self.miacnet = MIACNet(
+            self.width,
+            self.fusion,
+            stop_position_grad=False,
+            register_iterations=self.register_iterations,
+            dtype=self.dtype,
+        )
         self.head = nn.Dense(
             self.num_classes,
             kernel_init=nn.initializers.zeros,
@@ -129,21 +143,28 @@ class MIACClassifier(nn.Module):
         return (logits, c) if return_features else logits
 
 
+def register_iterations(model_cfg: Any) -> int:
+    """config.model.register_iterations (0 where an older config or checkpoint has no such key)."""
+    return int(model_cfg.get("register_iterations", 0))
+
+
 def miacnet_from_config(model_cfg: Any, dtype: Any = jnp.float32) -> MIACNet:
-    """MIACNet from config.model (resnet_width, fusion, stop_position_grad)."""
+    """MIACNet from config.model (resnet_width, fusion, stop_position_grad, register_iterations)."""
     return MIACNet(
         width=int(model_cfg.resnet_width),
         fusion=check_fusion(str(model_cfg.fusion)),
         stop_position_grad=bool(model_cfg.stop_position_grad),
+        register_iterations=register_iterations(model_cfg),
         dtype=as_dtype(dtype),
     )
 
 
 def classifier_from_config(model_cfg: Any, num_classes: int, dtype: Any = jnp.float32) -> MIACClassifier:
-    """MIACClassifier from config.model (resnet_width, fusion)."""
+    """MIACClassifier from config.model (resnet_width, fusion, register_iterations)."""
     return MIACClassifier(
         num_classes=int(num_classes),
         width=int(model_cfg.resnet_width),
         fusion=check_fusion(str(model_cfg.fusion)),
+        register_iterations=register_iterations(model_cfg),
         dtype=as_dtype(dtype),
     )

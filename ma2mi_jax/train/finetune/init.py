@@ -44,7 +44,7 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
         what = f"MIACNet of the exported classifier {path}"
     else:
         source = checkpoints.load_pretrained_miacnet(str(path))
-        what = f"MA2MI pre-trained MIACNet from {path}"
+        what = f"MA2MI pre-trained MIACNet from {path}" + registration_note(config, str(path))
     for col in ("params", "batch_stats"):
         tree = source.get(col, {})
         if isinstance(tree, dict) and "miacnet" in tree:  # a full pre-training layout
@@ -54,6 +54,19 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
             variables[col]["miacnet"], tree, f"{col} of {path}", architecture_hint(tree, config)
         )
     return variables, what + "; head zero-initialised"
+
+
+def registration_note(config: ml_collections.ConfigDict, path: str) -> str:
+    """ "" or a clause saying that the pre-training run at `path` registered its pairs otherwise."""
+    try:
+        pre, _ = checkpoints.pretraining_config(path)
+    except checkpoints.CheckpointError:
+        return ""
+    theirs = int(pre.get("model", {}).get("register_iterations", 0))
+    ours = miacnet.register_iterations(config.model)
+    if theirs == ours:
+        return ""
+    return f" (pre-trained with model.register_iterations={theirs}; this run uses {ours})"
 
 
 def _init_imagenet(config: ml_collections.ConfigDict, variables: dict, path: str) -> tuple[dict, str]:
