@@ -47,6 +47,9 @@ def _model() -> ml_collections.ConfigDict:
             # > 0: the action encoder reads x_{t+k} registered onto x_t (similarity + lighting,
             # this many Gauss-Newton steps; models/register.py); 0 = the paper's raw difference.
             "register_iterations": 0,
+            # Pre-training only, with register_iterations > 0: the DiT reads and predicts the latents of
+            # the registered pair, so that head pose and lighting leave its target too (no latent cache).
+            "register_target": False,
         }
     )
 

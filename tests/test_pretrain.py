@@ -212,6 +212,7 @@ def test_losses_reach_only_their_branches(data_root):
         {"model.fusion": "none"},
         {"model.fusion": "concat", "position_loss.con_form": "cos"},
         {"dtype": "bfloat16"},
+        {"model.register_iterations": 2, "model.register_target": True},
     ],
 )
 def test_variants_trace_with_the_right_terms(data_root, overrides):

@@ -49,6 +49,13 @@ def test_tiny_config_is_valid(root):
         ({"data.image_size": 36}, 1, "data.image_size"),  # not divisible by the VAE's 4
         ({"data.latent_cache": True, "space": "pixel"}, 1, "data.latent_cache"),
         ({"init": "/no/such/run"}, 1, "init"),
+        ({"model.register_iterations": -1}, 1, "model.register_iterations"),
+        ({"model.register_target": True}, 1, "model.register_target"),  # nothing registered
+        (
+            {"model.register_target": True, "model.register_iterations": 4, "data.latent_cache": True},
+            1,
+            "model.register_target",
+        ),
     ],
 )
 def test_bad_value_names_its_key(root, overrides, num_devices, key):

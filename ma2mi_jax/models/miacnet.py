@@ -86,15 +86,18 @@ class MIACNet(nn.Module):
         return self.position_encoder(normalize_imagenet(frame), train)
 
     def __call__(self, frame0: jnp.ndarray, frame1: jnp.ndarray, train: bool) -> dict[str, Any]:
-        """frame0 = x_t, frame1 = x_{t+k}: [B,H,W,3] in [0,255] -> {"c", "map", "position", "action"}."""
+        """frame0 = x_t, frame1 = x_{t+k}: [B,H,W,3] in [0,255] -> {"c", "map", "position", "action"}
+        (and "registered", the registered pair (x_t, x_{t+k}) f32[B,H,W,3] each, when registering)."""
         x0 = normalize_imagenet(frame0)
+        extra = {}
         if self.register_iterations > 0:
             r0, r1 = register.register_pair(frame0, frame1, self.register_iterations)  # [B,H,W,3] each
             A = self.action_encoder(normalize_imagenet(r1) - normalize_imagenet(r0), train)  # [B,h,w,C]
+            extra = {"registered": (r0, r1)}
         else:
             A = self.action_encoder(normalize_imagenet(frame1) - x0, train)  # [B,h,w,C]
         if self.fusion == "none":
-            return {"c": jnp.mean(A, axis=(1, 2)), "map": A, "position": None, "action": A}
+            return {"c": jnp.mean(A, axis=(1, 2)), "map": A, "position": None, "action": A, **extra}
         P = self.position_encoder(x0, train)  # [B,h,w,C]
         Pf = jax.lax.stop_gradient(P) if self.stop_position_grad else P
         if self.fusion == "add":
@@ -106,7 +109,7 @@ class MIACNet(nn.Module):
         else:  # concat, concat_relu
             F = self.fuse_conv(jnp.concatenate([A, Pf], axis=-1))  # [B,h,w,C]
             F = nn.relu(F) if self.fusion == "concat_relu" else F
-        return {"c": jnp.mean(F, axis=(1, 2)), "map": F, "position": P, "action": A}  # c: [B,C]
+        return {"c": jnp.mean(F, axis=(1, 2)), "map": F, "position": P, "action": A, **extra}  # c: [B,C]
 
 
 class MIACClassifier(nn.Module):

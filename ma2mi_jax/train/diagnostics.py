@@ -112,8 +112,9 @@ def make_eval_fn(
             out = models.miacnet.apply(variables, a, b, train=False)
             return out["c"], out["map"]
 
-        z0, z1 = pretrain_step.targets(models, vae, vae_params, batch)  # [B,h,w,ch]
-        c = condition(batch["frame0"], batch["frame1"])
+        net = models.miacnet.apply(variables, batch["frame0"], batch["frame1"], train=False)
+        z0, z1 = pretrain_step.targets(models, vae, vae_params, batch, net)  # [B,h,w,ch]
+        c = net["c"], net["map"]
         conditions = {
             "rec": c,
             # every pair gets its neighbour's condition (c and, with a map condition, the map)
@@ -127,7 +128,7 @@ def make_eval_fn(
         preds["copy"] = z0
         out = {k: _l1_per_sample(p, z1) for k, p in preds.items()}
         if vae is not None:
-            x1 = pretrain_step.to_unit_range(batch["frame1"])  # [B,H,W,3] in [-1,1]
+            x1 = pretrain_step.to_unit_range(pretrain_step.target_frames(models, batch, net)[1])  # [-1,1]
             for k, p in preds.items():
                 out[f"pixel_{k}"] = _l1_per_sample(vae.decode_float(vae_params, p), x1)
             out["vae_floor"] = _l1_per_sample(vae.decode_float(vae_params, z1), x1)

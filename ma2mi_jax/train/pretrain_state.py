@@ -62,6 +62,7 @@ class Models:
     image_size: int
     grid: int  # spatial size of the DiT's input (latent or pixel grid)
     channels: int  # channels of the DiT's input and output (4 latent, 3 pixel)
+    register_target: bool = False  # the DiT's input and target come from MIACNet's registered pair
 
     @property
     def supervised(self) -> bool:
@@ -90,7 +91,7 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int = 0, vae: A
         residual=bool(config.model.dit_residual),
         map_condition=bool(config.model.dit_condition_map),
     )
-    return Models(miacnet, dit, None, size, grid, channels)
+    return Models(miacnet, dit, None, size, grid, channels, bool(config.model.get("register_target", False)))
 
 
 def init_variables(models: Models, rng: jax.Array) -> tuple[PyTree, PyTree]:

@@ -40,14 +40,28 @@ def from_unit_range(x: jax.Array) -> jax.Array:
     return jnp.clip(jnp.round((x.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-def targets(models: Models, vae: Any, vae_params: PyTree, batch: Batch) -> tuple[jax.Array, jax.Array]:
-    """(DiT input from x_t, target from x_{t+k}): VAE latents [B,h,w,4] (cached or encoded) or pixels."""
+def target_frames(models: Models, batch: Batch, out: dict) -> tuple[jax.Array, jax.Array]:
+    """The frames (x_t, x_{t+k}) [B,H,W,3] in [0,255] the DiT reads and predicts: the batch's, or
+    with model.register_target the pair MIACNet registered (its output `out`)."""
+    if models.register_target:
+        return out["registered"]
+    return batch["frame0"], batch["frame1"]
+
+
+def targets(
+    models: Models, vae: Any, vae_params: PyTree, batch: Batch, out: dict
+) -> tuple[jax.Array, jax.Array]:
+    """(DiT input from x_t, target from x_{t+k}): VAE latents [B,h,w,4] (cached or encoded) or pixels.
+
+    `out` is MIACNet's output for the batch (it holds the registered pair with model.register_target).
+    """
+    frame0, frame1 = target_frames(models, batch, out)
     if vae is None:  # pixel space (MA2MI-dagger)
-        return to_unit_range(batch["frame0"]), to_unit_range(batch["frame1"])
-    if "latent0" in batch:
+        return to_unit_range(frame0), to_unit_range(frame1)
+    if "latent0" in batch:  # never with model.register_target (validate.py)
         z0, z1 = batch["latent0"], batch["latent1"]
     else:
-        z0, z1 = vae.encode(vae_params, batch["frame0"]), vae.encode(vae_params, batch["frame1"])
+        z0, z1 = vae.encode(vae_params, frame0), vae.encode(vae_params, frame1)
     return jax.lax.stop_gradient(at_least_f32(z0)), jax.lax.stop_gradient(at_least_f32(z1))
 
 
@@ -73,7 +87,7 @@ def make_loss_fn(models: Models, config: ml_collections.ConfigDict, vae: Any = N
             module = models.miacnet
             variables = {"params": params["miacnet"], "batch_stats": batch_stats["miacnet"]}
             out, updated = module.apply(variables, frame0, frame1, train=True, mutable=["batch_stats"])
-            z0, z1 = targets(models, vae, vae_params, batch)  # [B,h,w,ch] each
+            z0, z1 = targets(models, vae, vae_params, batch, out)  # [B,h,w,ch] each
             pred = models.dit.apply({"params": params["dit"]}, z0, out["c"], out["map"])  # [B,h,w,ch]
             terms["rec"] = losses.l1_loss(pred, z1)
             main = terms["rec"]
@@ -136,7 +150,7 @@ def make_predict_fn(
     def predict(params, batch_stats, vae_params, batch):
         variables = {"params": params["miacnet"], "batch_stats": batch_stats["miacnet"]}
         out = models.miacnet.apply(variables, batch["frame0"], batch["frame1"], train=False)
-        z0, z1 = targets(models, vae, vae_params, batch)
+        z0, z1 = targets(models, vae, vae_params, batch, out)
         pred = models.dit.apply({"params": params["dit"]}, z0, out["c"], out["map"])  # [B,h,w,ch]
         pred = pred.astype(jnp.float32)
         if vae is None:

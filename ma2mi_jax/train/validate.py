@@ -99,6 +99,18 @@ def _check_data(c: ml_collections.ConfigDict, problems: list[str]) -> None:
 def _check_model(c: ml_collections.ConfigDict, problems: list[str]) -> None:
     if c.model.resnet_width <= 0:
         problems.append(f"model.resnet_width={c.model.resnet_width} must be positive")
+    m = c.model
+    if m.get("register_iterations", 0) < 0:
+        problems.append(f"model.register_iterations={m.register_iterations} must be >= 0 (0 = off)")
+    if m.get("register_target", False) and m.get("register_iterations", 0) <= 0:
+        problems.append(
+            "model.register_target=True needs model.register_iterations > 0 (nothing is registered)"
+        )
+    if m.get("register_target", False) and c.data.latent_cache:
+        problems.append(
+            "model.register_target=True needs data.latent_cache=False (the cache holds the latents of "
+            "unregistered frames)"
+        )
     if c.objective != "reconstruction" or c.data.image_size <= 0:
         return
     try:
