@@ -137,8 +137,8 @@ def test_finetuning_gradients_of_every_leaf_match_float64():
         return jax.grad(lambda p, s, b: objective(p, s, b, key, None)[0])
 
     g32 = jax.jit(gradient(m32))(params, stats, batch)
-    with jax.enable_x64(True):  # op by op: cheaper here than compiling the float64 program
-        g64 = gradient(m64)(_to64(params), _to64(stats), _to64(batch))
+    with jax.enable_x64(True):
+        g64 = jax.jit(gradient(m64))(_to64(params), _to64(stats), _to64(batch))
         assert jax.tree_util.tree_leaves(g64)[0].dtype == jnp.float64
     _check(_relative_errors(g32, g64))
 
