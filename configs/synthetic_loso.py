@@ -22,6 +22,10 @@ def get_config(arg: str | None = None):
     c.data.augment.crop_pad = 4
     c.model.resnet_width = 8
     c.model.dit = "T/2"
+    # The onset/apex pair registered before the difference, as in configs/synthetic_pretrain.py:
+    # from the registered pre-training, MA2MI - scratch +0.101 [+0.030, +0.171] UF1 in LOSO, where
+    # raw pairs give -0.005 [-0.123, +0.113] (5-fold; docs/results.md, "Pair registration").
+    c.model.register_iterations = 8
     c.vae.path = "workdirs/vae_synthetic"  # used only with finetune.aux_rec_weight > 0
     c.vae.block_out_channels = (8, 16, 32, 32)
     c.vae.layers_per_block = 1
