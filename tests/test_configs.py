@@ -55,6 +55,20 @@ def test_tiny_is_smaller(path):
     assert tiny.workdir != full.workdir
 
 
+def test_only_the_synthetic_configs_register_their_pairs():
+    """The benchmark registers (docs/results.md, "Pair registration"); real data keeps the paper's raw
+    pairs; `:tiny` registers nothing."""
+    for path in CONFIG_FILES:
+        module, name = _load(path), os.path.basename(path)[:-3]
+        full, tiny = module.get_config(), module.get_config("tiny")
+        if "model" not in full:
+            continue
+        synthetic = name.startswith("synthetic")
+        assert (full.model.register_iterations > 0) == synthetic, name
+        assert full.model.register_target == (name == "synthetic_pretrain"), name
+        assert tiny.model.register_iterations == 0 and not tiny.model.register_target, name
+
+
 def test_unknown_config_argument_is_refused():
     with pytest.raises(ValueError, match="unknown config argument"):
         configlib.parse_arg("tiny,huge")
