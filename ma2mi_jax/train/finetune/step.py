@@ -219,17 +219,21 @@ def make_frame_step(
     return step
 
 
+def _pair_batch(frames: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+    """frames [B,H,W,6] (onset | apex channels), labels int32[B] -> the step's batch dict."""
+    return {"frame0": frames[..., :3], "frame1": frames[..., 3:], "label": labels}
+
+
 def gather_batch(data: dict, indices: jax.Array) -> dict[str, jax.Array]:
     """Onset/apex frames uint8[B,H,W,3] and labels int32[B] of the samples `indices` int32[B]."""
-    frames = data["frames"][indices]  # [B,H,W,6]
-    return {"frame0": frames[..., :3], "frame1": frames[..., 3:], "label": data["labels"][indices]}
+    return _pair_batch(data["frames"][indices], data["labels"][indices])  # frames [B,H,W,6]
 
 
 def augmented_batch(data: dict, batch: dict, aug: device_augment.PairAugment) -> dict:
     """`gather_batch` of batch["indices"] int32[B], each pair warped by batch["warp"] f32[B,2,3]."""
     indices = batch["indices"]
     frames = device_augment.augment_frames(data["frames"][indices], batch["warp"], aug)  # [B,H,W,6]
-    return {"frame0": frames[..., :3], "frame1": frames[..., 3:], "label": data["labels"][indices]}
+    return _pair_batch(frames, data["labels"][indices])
 
 
 def make_fold_step(
