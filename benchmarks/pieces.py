@@ -5,7 +5,7 @@ python benchmarks/pieces.py --batch 16 --steps 50
 
 Each piece runs on random inputs; `fwd` is the forward, `fwd+bwd` the forward and the gradients a
 train step needs. Besides the library's pieces it times the reformulations that were tried on the
-CPU (the stem as space-to-depth + 4x4 convolution, the max-pool as nine strided maxima) so that
+CPU (the stem as space-to-depth + 4x4 convolution or as im2col, the max-pool as nine strided maxima) so that
 their figures stay reproducible; they are not used by the library (docs/performance.md says why).
 The script uses only functions that older versions of the library also have, so it can time a
 checkout of an earlier commit (PYTHONPATH=<checkout> python benchmarks/pieces.py).
@@ -66,6 +66,15 @@ def stem_space_to_depth(x, k):
     return jax.lax.conv_general_dilated(xs, ks, (1, 1), "VALID", dimension_numbers=DN)
 
 
+def stem_im2col(x, k):
+    """The same convolution as 49 strided slices concatenated (im2col) and one matrix product."""
+    kh = k.shape[0]
+    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kh // 2, kh // 2), (0, 0)))
+    ho, wo = (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
+    cols = [xp[:, i : i + 2 * ho - 1 : 2, j : j + 2 * wo - 1 : 2] for i in range(kh) for j in range(kh)]
+    return jnp.einsum("bhwk,ko->bhwo", jnp.concatenate(cols, -1), k.reshape(-1, k.shape[-1]))
+
+
 def max_pool(y):
     """The trunk's 3x3 stride-2 max-pool, padding 1, as the library runs it."""
     return nn.max_pool(y, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -107,6 +116,8 @@ def pieces() -> list[str]:
         f"stem_fwd_wgrad_ms: {median_ms(weight_grad(stem, g_stem), x, k):.3f} ms",
         f"stem_s2d_fwd_ms: {median_ms(stem_space_to_depth, x, k):.3f} ms (tried, not used)",
         f"stem_s2d_fwd_wgrad_ms: {median_ms(weight_grad(stem_space_to_depth, g_stem), x, k):.3f} ms",
+        f"stem_im2col_fwd_ms: {median_ms(stem_im2col, x, k):.3f} ms (tried, not used)",
+        f"stem_im2col_fwd_wgrad_ms: {median_ms(weight_grad(stem_im2col, g_stem), x, k):.3f} ms",
         f"maxpool_fwd_bwd_ms: {median_ms(input_grad(max_pool, g_pool), y):.3f} ms (3x3 s2, {w} channels)",
         f"maxpool_slices_fwd_bwd_ms: {median_ms(input_grad(max_pool_slices, g_pool), y):.3f} ms (tried)",
     ]
