@@ -80,6 +80,7 @@ class Bench:
     def __init__(
         self, config: ml_collections.ConfigDict, num_folds: int, num_samples: int, steps: int
     ) -> None:
+        from ma2mi_jax.models import miacnet
         from ma2mi_jax.train import finetune
         from ma2mi_jax.train.finetune import plan, step
 
@@ -99,7 +100,8 @@ class Bench:
         group = plan.Group("bench", folds, steps)
         self.model = finetune.build_classifier(config)
         variables, _ = finetune.initial_variables(config, self.model)
-        self.data = step.fold_data(pairs, labels)
+        iterations = miacnet.register_iterations(config.model)  # > 0: pairs registered here, once
+        self.data = step.fold_data(pairs, labels, register_iterations=iterations, batch_size=b)
         self.trainer = finetune.build_group(
             group, config=config, model=self.model, variables=variables, data=self.data
         )

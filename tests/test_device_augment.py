@@ -110,3 +110,29 @@ def test_config_ranges_are_checked_with_the_keys_named():
     both = r"invalid config:\n.*rotation_deg.*\n.*smaller than data\.image_size"
     with pytest.raises(ConfigError, match=both):
         validate_finetune_config(config)
+
+
+def test_a_registered_difference_moves_with_its_pair_exactly():
+    """`augment_motion` warps a fixed-point difference by the pair's transform: a flip mirrors it bit
+    for bit, any transform agrees with the difference of the warped frames to their grey-level rounding,
+    and vmapped folds give the same bits."""
+    onset = np.stack([_smooth(24)[..., ::-1], _smooth(24)])  # [2,H,W,3]
+    apex = np.clip(onset.astype(np.int16) + 3, 0, 255).astype(np.uint8)
+    motion = (apex.astype(np.int16) - onset) * 64  # fixed point, [2,H,W,3]
+    frames = jnp.asarray(np.concatenate([onset, apex], -1))  # [2,H,W,6]
+    aug = device_augment.PairAugment(crop_pad=2, rotation_deg=6.0, flip=True)
+    flip = device_augment.inverse_matrices(np.asarray([True, True]), np.zeros(2), np.zeros((2, 2)), 24)
+    mirrored = device_augment.augment_motion(jnp.asarray(motion), jnp.asarray(flip), aug)
+    assert mirrored.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(mirrored), motion[:, :, ::-1])
+    inverse = jnp.asarray(device_augment.sample_matrices(np.random.default_rng(2), 2, aug, 24))
+    moved = np.asarray(jax.jit(lambda d, m: device_augment.augment_motion(d, m, aug))(motion, inverse))
+    warped = np.asarray(device_augment.augment_frames(frames, inverse, aug)).astype(np.float32)
+    assert np.abs(moved / 64 - (warped[..., 3:] - warped[..., :3])).max() <= 1.0
+    assert not np.array_equal(moved, motion)  # the transform moved something
+    vmapped = jax.jit(jax.vmap(lambda d, m: device_augment.augment_motion(d, m, aug)))(
+        motion[:, None], inverse[:, None]
+    )
+    np.testing.assert_array_equal(np.asarray(vmapped)[:, 0], moved)
+    identity = device_augment.augment_motion(jnp.asarray(motion), inverse, device_augment.PairAugment())
+    np.testing.assert_array_equal(np.asarray(identity), motion)

@@ -14,6 +14,7 @@ S = 48
 # One compiled program each (every call here has the shape [1,S,S,3] and 8 iterations).
 register_pair = jax.jit(register.register_pair, static_argnums=2)
 fit_similarity = jax.jit(register.fit_similarity, static_argnums=2)
+register_motion = jax.jit(register.registered_motion, static_argnums=2)
 
 
 def _face(rng: np.random.Generator) -> np.ndarray:
@@ -87,3 +88,37 @@ def test_miacnet_action_input_is_registered():
     still, reg = apply(model, img, img), apply(model, img, moved)
     raw = apply(miacnet.MIACNet(width=4, fusion="none"), img, moved)
     assert float(jnp.abs(reg - still).max()) < 0.1 * float(jnp.abs(raw - still).max())
+
+
+def test_a_pair_registered_beforehand_gives_what_the_model_registers_itself():
+    """Fine-tuning registers every pair once (`step.fold_data`, int16 fixed point) and passes the
+    difference as `motion`: the condition is the model's own registered one, to float rounding."""
+    from ma2mi_jax.train.finetune import step
+
+    rng = np.random.default_rng(5)
+    img = _face(rng)
+    pairs = np.stack(
+        [np.concatenate([img, _transformed(img, (0.8 * i, -0.5, 0.02 * i, 0.01), 1.03)]) for i in range(3)]
+    )  # [3,2,S,S,3] float
+    pairs = np.clip(np.round(pairs), 0, 255).astype(np.uint8)
+    data = step.fold_data(pairs, np.zeros(3, np.int32), register_iterations=8, batch_size=2)
+    assert data["motion"].dtype == np.int16 and data["motion"].shape == (3, S, S, 3)
+    exact = np.asarray(register_motion(jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1]), 8))
+    np.testing.assert_allclose(data["motion"] / step.MOTION_SCALE, exact, atol=0.5 / step.MOTION_SCALE + 1e-3)
+    assert np.abs(exact).max() > 5  # the pairs differ
+    assert "motion" not in step.fold_data(pairs, np.zeros(3, np.int32))
+    batch = step.gather_batch(jax.tree.map(jnp.asarray, data), jnp.arange(3))
+    model = miacnet.MIACClassifier(num_classes=3, width=4, fusion="add", register_iterations=8)
+    v = jax.jit(model.init, static_argnames="train")(
+        jax.random.key(0), batch["frame0"], batch["frame1"], train=False
+    )
+    features = jax.jit(
+        lambda a, b, m: model.apply(v, a, b, train=False, return_features=True, motion=m)[1]
+    )  # c [B,C]
+    itself = features(batch["frame0"], batch["frame1"], None)
+    once = features(batch["frame0"], batch["frame1"], batch["motion"])
+    unregistered = miacnet.MIACClassifier(num_classes=3, width=4, fusion="add").apply(
+        v, batch["frame0"], batch["frame1"], train=False, return_features=True
+    )[1]
+    np.testing.assert_allclose(once, itself, rtol=0, atol=2e-3 * float(jnp.abs(itself).max()))
+    assert float(jnp.abs(unregistered - itself).max()) > 10 * float(jnp.abs(once - itself).max())

@@ -10,7 +10,8 @@ The host draws each pair's transform (`sample_matrices`, numpy, seeded) as the i
 with them, rounds them to 1/32 pixel as cv2 does, and interpolates with 1/32 weights. Every product
 and sum is then exact in float32, so the warped pixels are the same bits in any compiled program
 (vmapped over folds or not, fused or not), and within a grey level of cv2's warpAffine
-(tests/test_device_augment.py).
+(tests/test_device_augment.py). A pair's registered difference (fine-tuning's "motion", integers
+in fixed point) is warped at the same positions without rounding, `augment_motion`.
 """
 
 from __future__ import annotations
@@ -113,3 +114,15 @@ def augment_frames(frames: jax.Array, inverse: jax.Array, aug: PairAugment) -> j
     _, h, w, _ = frames.shape
     x, y = source_positions(inverse, h, w)
     return warp(frames, x, y)
+
+
+def augment_motion(motion: jax.Array, inverse: jax.Array, aug: PairAugment) -> jax.Array:
+    """Warp each row of a fixed-point difference int[B,H,W,C] like `augment_frames` -> f32, unrounded.
+
+    Integer samples times 1/32 weights: the result is exact in float32, as the frames are.
+    """
+    if aug.is_identity:
+        return motion.astype(jnp.float32)
+    _, h, w, _ = motion.shape
+    x, y = source_positions(inverse, h, w)
+    return resample.bilinear(motion, x, y)  # f32[B,H,W,C]

@@ -8,7 +8,9 @@ method.md, "MIACNet": A = F_a(norm(x_{t+k}) - norm(x_t)), P = F_p(norm(x_t)), c 
     add_conv     ReLU(3x3 conv (A + P))  one spatially mixing layer before pooling
     none         A                   no position encoder ("w/o FPE")
 With register_iterations > 0 the action encoder reads the pair registered first (models/register.py:
-x_{t+k} aligned to x_t in head pose and lighting), the position encoder still the raw x_t.
+x_{t+k} aligned to x_t in head pose and lighting), the position encoder still the raw x_t. A caller
+that registered its pairs once beforehand (fine-tuning's data, `register.registered_motion`) passes
+the registered difference as `motion` instead, and nothing is registered in the model.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def normalize_imagenet(frames: jnp.ndarray) -> jnp.ndarray:
     """uint8 or float frames in [0,255], [...,H,W,3] -> float32 normalised with ImageNet mean/std."""
     x = frames.astype(jnp.float32)
     return (x - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
+
+
+def normalize_motion(motion: jnp.ndarray) -> jnp.ndarray:
+    """A frame difference [...,H,W,3] on the [0,255] scale -> norm(x_{t+k}) - norm(x_t), float32."""
+    return motion.astype(jnp.float32) / jnp.asarray(IMAGENET_STD, jnp.float32)
 
 
 def check_fusion(fusion: str) -> str:
@@ -85,12 +92,19 @@ class MIACNet(nn.Module):
             raise ValueError("model.fusion='none' has no position encoder; disable position_loss.enabled")
         return self.position_encoder(normalize_imagenet(frame), train)
 
-    def __call__(self, frame0: jnp.ndarray, frame1: jnp.ndarray, train: bool) -> dict[str, Any]:
+    def __call__(
+        self, frame0: jnp.ndarray, frame1: jnp.ndarray, train: bool, motion: jnp.ndarray | None = None
+    ) -> dict[str, Any]:
         """frame0 = x_t, frame1 = x_{t+k}: [B,H,W,3] in [0,255] -> {"c", "map", "position", "action"}
-        (and "registered", the registered pair (x_t, x_{t+k}) f32[B,H,W,3] each, when registering)."""
+        (and "registered", the registered pair (x_t, x_{t+k}) f32[B,H,W,3] each, when registering).
+
+        motion f32[B,H,W,3] (optional): the registered x_{t+k} - x_t, computed once by the caller
+        (`register.registered_motion`); the action encoder then reads it and frame1 is unused."""
         x0 = normalize_imagenet(frame0)
         extra = {}
-        if self.register_iterations > 0:
+        if motion is not None:
+            A = self.action_encoder(normalize_motion(motion), train)  # [B,h,w,C]
+        elif self.register_iterations > 0:
             r0, r1 = register.register_pair(frame0, frame1, self.register_iterations)  # [B,H,W,3] each
             A = self.action_encoder(normalize_imagenet(r1) - normalize_imagenet(r0), train)  # [B,h,w,C]
             extra = {"registered": (r0, r1)}
@@ -138,10 +152,17 @@ class MIACClassifier(nn.Module):
         )
 
     def __call__(
-        self, onset: jnp.ndarray, apex: jnp.ndarray, train: bool, return_features: bool = False
+        self,
+        onset: jnp.ndarray,
+        apex: jnp.ndarray,
+        train: bool,
+        return_features: bool = False,
+        motion: jnp.ndarray | None = None,
     ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
-        """onset, apex [B,H,W,3] -> logits f32[B,num_classes] (and c [B,C] if return_features)."""
-        c = self.miacnet(onset, apex, train)["c"]
+        """onset, apex [B,H,W,3] -> logits f32[B,num_classes] (and c [B,C] if return_features).
+
+        motion: the pair's registered difference computed beforehand (`MIACNet`), or None."""
+        c = self.miacnet(onset, apex, train, motion)["c"]
         logits = at_least_f32(self.head(c))
         return (logits, c) if return_features else logits
 

@@ -109,3 +109,12 @@ def register_pair(frame0: jax.Array, frame1: jax.Array, iterations: int) -> tupl
     out1 = resample.bilinear(frame1, half(ux + dx / 2 + cx), half(uy + dy / 2 + cy))
     light = q[:, 0, None, None] + q[:, 1, None, None] * (ux / w) + q[:, 2, None, None] * (uy / h)
     return out0, out1 * light[..., None]  # [B,H,W,C] each
+
+
+def registered_motion(frame0: jax.Array, frame1: jax.Array, iterations: int) -> jax.Array:
+    """Frames [B,H,W,C] in [0,255] -> x_{t+k} - x_t after `register_pair`, f32[B,H,W,C].
+
+    What the action encoder reads (before normalisation) when the model registers the pair itself.
+    """
+    r0, r1 = register_pair(frame0, frame1, iterations)  # [B,H,W,C] each
+    return r1 - r0

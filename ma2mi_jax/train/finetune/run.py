@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from ma2mi_jax import checkpoints, preflight, report
+from ma2mi_jax.models import miacnet
 from ma2mi_jax.train import mesh as mesh_lib
 from ma2mi_jax.train import observe
 from ma2mi_jax.train.finetune import layout, plan
@@ -50,7 +51,12 @@ def run_cross_validation(
     plan.check_or_write_plan(workdir, plan.plan_dict(config, groups, samples))
     checkpoints.save_config(workdir, config)
     log.info("init: %s", init_line)
-    data = fold_data(pairs, np.asarray([s.label for s in samples], np.int32))
+    data = fold_data(
+        pairs,
+        np.asarray([s.label for s in samples], np.int32),
+        register_iterations=miacnet.register_iterations(config.model),
+        batch_size=int(config.train.batch_size),
+    )
     scalars = observe.Scalars(str(workdir / "tb"))
     histories: dict[str, dict] = {}
     try:

@@ -3,10 +3,13 @@
 Every leaf of a `FoldState` may carry a leading fold axis F (the runner stacks or vmaps over it).
 A fold's step reads its batch from the data set kept on the device (`fold_data`): it gathers the
 pairs of its batch indices, warps each pair by the transform the host drew for it
-(`data.device_augment`) and takes one optimisation step. The random key of fold f at step s
-(dropout) is fold_in(fold_key(seed, f), s). With `finetune.aux_rec_weight > 0` a fold's params
-also hold the pre-trained DiT ("dit", trained per fold) and the frozen VAE's parameters are the
-frozen inputs.
+(`data.device_augment`) and takes one optimisation step. When the model registers its pairs
+(model.register_iterations > 0), every pair is registered once, before training (`fold_data`):
+the data set then holds each pair's registered difference ("motion"), the step warps it with the
+same transform as the frames and the action encoder reads it, so no step registers anything.
+The random key of fold f at step s (dropout) is fold_in(fold_key(seed, f), s). With
+`finetune.aux_rec_weight > 0` a fold's params also hold the pre-trained DiT ("dit", trained per
+fold) and the frozen VAE's parameters are the frozen inputs.
 
 Frozen encoders (finetune.freeze_position / freeze_action) get zero updates and no optimiser state
 (`optim.make_optimizer(..., trainable)`), and their BatchNorm layers run in inference mode: they
@@ -28,6 +31,7 @@ import numpy as np
 import optax
 
 from ma2mi_jax.data import device_augment
+from ma2mi_jax.models import register
 
 PyTree = Any
 # Encoder module names inside MIACClassifier.miacnet, keyed by the finetune.freeze_* switch.
@@ -48,11 +52,40 @@ class FoldState(flax.struct.PyTreeNode):
     opt_state: PyTree
 
 
-def fold_data(pairs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """The data set as the step reads it: {"frames": uint8[N,H,W,6] (onset | apex), "labels": int32[N]}."""
+# Fixed-point steps per grey level of a stored registered difference: int16 holds +-511 grey levels,
+# and bilinear samples of integers with 1/32 weights stay exact in float32 (`resample`).
+MOTION_SCALE = 64.0
+
+
+def fold_data(
+    pairs: np.ndarray, labels: np.ndarray, register_iterations: int = 0, batch_size: int = 32
+) -> dict[str, np.ndarray]:
+    """The data set as the step reads it: {"frames": uint8[N,H,W,6] (onset | apex), "labels": int32[N]}.
+
+    With register_iterations > 0 also "motion": int16[N,H,W,3], each pair's registered apex - onset
+    (`register.registered_motion`, `batch_size` pairs at a time) in 1/MOTION_SCALE grey levels.
+    """
     n, two, h, w, c = pairs.shape  # [N,2,H,W,3]
     frames = np.ascontiguousarray(pairs.transpose(0, 2, 3, 1, 4).reshape(n, h, w, two * c))
-    return {"frames": frames, "labels": np.asarray(labels, np.int32)}
+    data = {"frames": frames, "labels": np.asarray(labels, np.int32)}
+    if register_iterations > 0:
+        data["motion"] = registered_motion_fixed(pairs, register_iterations, batch_size)
+    return data
+
+
+def registered_motion_fixed(pairs: np.ndarray, iterations: int, batch_size: int) -> np.ndarray:
+    """Pairs uint8[N,2,H,W,3] -> registered apex - onset, int16[N,H,W,3] in 1/MOTION_SCALE grey levels."""
+    fn = jax.jit(lambda a, b: jnp.round(register.registered_motion(a, b, iterations) * MOTION_SCALE))
+    n = len(pairs)
+    out = np.empty((n, *pairs.shape[2:]), np.int16)  # [N,H,W,3]
+    for start in range(0, n, batch_size):
+        chunk = pairs[start : start + batch_size]  # [b,2,H,W,3]
+        pad = batch_size - len(chunk)  # one program for every chunk: pad the last with its first pair
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)])
+        d = np.asarray(fn(chunk[:, 0], chunk[:, 1]))[: batch_size - pad]  # [b,H,W,3]
+        out[start : start + len(d)] = np.clip(d, -32767, 32767).astype(np.int16)
+    return out
 
 
 def frozen_modules(finetune_cfg: Any) -> tuple[str, ...]:
@@ -167,6 +200,7 @@ def make_objective(
                 batch["frame1"],
                 train=True,
                 return_features=True,
+                motion=batch.get("motion"),
                 mutable=["batch_stats"],
                 rngs={"dropout": key},
             )  # logits f32[B,N], c [B,C]
@@ -191,7 +225,8 @@ def make_frame_step(
 ) -> FrameStep:
     """One optimisation step of ONE fold on frames: (state, batch, key, frozen) -> (state, metrics).
 
-    batch: {"frame0": onset uint8[B,H,W,3], "frame1": apex uint8[B,H,W,3], "label": int32[B]}.
+    batch: {"frame0": onset uint8[B,H,W,3], "frame1": apex uint8[B,H,W,3], "label": int32[B]} and,
+    when the pairs were registered beforehand, "motion" f32[B,H,W,3] (`fold_data`).
     `aux_loss(params, c, batch, key, frozen)` (optional) adds `aux_weight` times an auxiliary loss
     on the condition vector c, e.g. L_rec through the pre-trained DiT; `frozen` (e.g. the VAE's
     parameters, shared by all folds) is never differentiated nor updated.
@@ -219,21 +254,32 @@ def make_frame_step(
     return step
 
 
-def _pair_batch(frames: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-    """frames [B,H,W,6] (onset | apex channels), labels int32[B] -> the step's batch dict."""
-    return {"frame0": frames[..., :3], "frame1": frames[..., 3:], "label": labels}
+def _pair_batch(frames: jax.Array, labels: jax.Array, motion: jax.Array | None) -> dict[str, jax.Array]:
+    """frames [B,H,W,6] (onset | apex channels), labels int32[B], motion [B,H,W,3] (fixed point) or
+    None -> the step's batch dict ("motion" f32 in grey levels, only when given)."""
+    batch = {"frame0": frames[..., :3], "frame1": frames[..., 3:], "label": labels}
+    if motion is not None:
+        batch["motion"] = motion.astype(jnp.float32) / MOTION_SCALE  # exact: a power of two
+    return batch
 
 
 def gather_batch(data: dict, indices: jax.Array) -> dict[str, jax.Array]:
-    """Onset/apex frames uint8[B,H,W,3] and labels int32[B] of the samples `indices` int32[B]."""
-    return _pair_batch(data["frames"][indices], data["labels"][indices])  # frames [B,H,W,6]
+    """Onset/apex frames uint8[B,H,W,3], labels int32[B] (and motion) of the samples `indices` int32[B]."""
+    motion = data["motion"][indices] if "motion" in data else None  # [B,H,W,3]
+    return _pair_batch(data["frames"][indices], data["labels"][indices], motion)  # frames [B,H,W,6]
 
 
 def augmented_batch(data: dict, batch: dict, aug: device_augment.PairAugment) -> dict:
-    """`gather_batch` of batch["indices"] int32[B], each pair warped by batch["warp"] f32[B,2,3]."""
-    indices = batch["indices"]
-    frames = device_augment.augment_frames(data["frames"][indices], batch["warp"], aug)  # [B,H,W,6]
-    return _pair_batch(frames, data["labels"][indices])
+    """`gather_batch` of batch["indices"] int32[B], each pair warped by batch["warp"] f32[B,2,3].
+
+    The registered difference (when the data set has one) is warped by the same transform, unrounded.
+    """
+    indices, warp = batch["indices"], batch["warp"]
+    frames = device_augment.augment_frames(data["frames"][indices], warp, aug)  # [B,H,W,6]
+    motion = None
+    if "motion" in data:
+        motion = device_augment.augment_motion(data["motion"][indices], warp, aug)  # f32[B,H,W,3]
+    return _pair_batch(frames, data["labels"][indices], motion)
 
 
 def make_fold_step(
@@ -253,7 +299,11 @@ def make_fold_predict(model: nn.Module) -> Callable[[PyTree, PyTree, jax.Array, 
     def predict(params: PyTree, batch_stats: PyTree, indices: jax.Array, data: dict) -> jax.Array:
         batch = gather_batch(data, indices)
         logits = model.apply(
-            {"params": params, "batch_stats": batch_stats}, batch["frame0"], batch["frame1"], train=False
+            {"params": params, "batch_stats": batch_stats},
+            batch["frame0"],
+            batch["frame1"],
+            train=False,
+            motion=batch.get("motion"),
         )
         return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
