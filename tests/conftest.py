@@ -1,12 +1,23 @@
-"""Fixtures shared by the tests: one persistent XLA cache for the whole session, tiny data sets."""
+"""Fixtures shared by the tests: one persistent XLA cache for the whole session, tiny data sets.
+
+The tests compile hundreds of small programs and run most of them a few times, so compiling is most
+of their time: they compile at XLA's backend optimisation level 0 (LLVM's code generation without its
+optimisations; the optimised HLO, its operations and fusions, is the same text as at the default
+level 3), set here for every worker and subprocess unless XLA_FLAGS already chooses a level. The
+float32 gradient-accuracy tests compile their programs at the default level (`test_gradients.py`).
+"""
 
 import os
 
-import jax
-import pytest
-from finetune_fixture import write_casme2
+TEST_LEVEL = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):  # before any compile
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_LEVEL}".strip()
 
-from ma2mi_jax import host_memory
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from finetune_fixture import write_casme2  # noqa: E402
+
+from ma2mi_jax import host_memory  # noqa: E402
 
 host_memory.tune_allocator()  # as the scripts run (cli.run): faster steps on the CPU
 

@@ -65,7 +65,7 @@ def run_subprocess(
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
     if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = with_devices(devices)
     if nan_vae:
         env["MA2MI_TEST_NAN_VAE"] = "1"
     if cache_dir:
@@ -74,6 +74,11 @@ def run_subprocess(
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     cmd = [sys.executable, os.path.abspath(__file__), json.dumps(overrides), workdir, str(kill_at)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def with_devices(devices: int) -> str:
+    """XLA_FLAGS of this process (the tests' optimisation level) plus `devices` simulated CPU devices."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
 
 
 def free_port() -> int:
@@ -94,7 +99,7 @@ def run_processes(
     env = dict(os.environ)
     env.update(
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=with_devices(devices),
         JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}",
         JAX_NUM_PROCESSES=str(processes),
     )

@@ -4,7 +4,9 @@ The float64 reference runs the same modules with `dtype=float64` on float64 copi
 parameters and inputs (`jax.enable_x64`); the losses and model outputs keep float64 through
 `precision.at_least_f32`. Parameters are the init plus noise, so that every leaf (the adaLN-Zero
 and zero-initialised head included) has a gradient, and frame pairs are smooth images with a
-small motion between them, as the method sees them.
+small motion between them, as the method sees them. The float32 programs are compiled at XLA's
+default backend optimisation level (`DEFAULT_LEVEL`), whatever level the tests run at (conftest):
+what is checked is what a user's run computes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # that moves by an ulp in front of a ReLU / max-pool gives 1e-3 and more.
 RELATIVE_TOLERANCE = 1e-4
 BATCH = 8
+DEFAULT_LEVEL = {"xla_backend_optimization_level": 3}  # XLA's default (DefaultDebugOptionsIgnoringFlags)
 
 
 def _smooth_pairs(size: int, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +115,7 @@ def test_pretraining_gradients_of_every_leaf_match_float64():
         loss_fn = pretrain_step.make_loss_fn(models, config, vae)
         return jax.grad(lambda p, s, b: loss_fn(p, s, {}, b, key)[0])
 
-    g32 = jax.jit(gradient(m32, c32))(params, stats, batch)
+    g32 = jax.jit(gradient(m32, c32), compiler_options=DEFAULT_LEVEL)(params, stats, batch)
     with jax.enable_x64(True):
         g64 = jax.jit(gradient(m64, c64))(_to64(params), _to64(stats), _to64(batch))
         assert jax.tree_util.tree_leaves(g64)[0].dtype == jnp.float64
@@ -136,7 +139,7 @@ def test_finetuning_gradients_of_every_leaf_match_float64():
         objective = finetune_step.make_objective(model, losses.cross_entropy)
         return jax.grad(lambda p, s, b: objective(p, s, b, key, None)[0])
 
-    g32 = jax.jit(gradient(m32))(params, stats, batch)
+    g32 = jax.jit(gradient(m32), compiler_options=DEFAULT_LEVEL)(params, stats, batch)
     with jax.enable_x64(True):
         g64 = jax.jit(gradient(m64))(_to64(params), _to64(stats), _to64(batch))
         assert jax.tree_util.tree_leaves(g64)[0].dtype == jnp.float64
