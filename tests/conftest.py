@@ -4,7 +4,9 @@ The tests compile hundreds of small programs and run most of them a few times, s
 of their time: they compile at XLA's backend optimisation level 0 (LLVM's code generation without its
 optimisations; the optimised HLO, its operations and fusions, is the same text as at the default
 level 3), set here for every worker and subprocess unless XLA_FLAGS already chooses a level. The
-float32 gradient-accuracy tests compile their programs at the default level (`test_gradients.py`).
+float32 gradient-accuracy tests compile their programs at the default level (`test_gradients.py`),
+and so do the pre-training subprocesses and the multi-process jobs compared with one device
+(`pretrain_fixture.default_level_flags`): their bounds were measured there.
 """
 
 import os

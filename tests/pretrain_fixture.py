@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -64,8 +65,7 @@ def run_subprocess(
     """Pre-train in a fresh Python process (optionally with `devices` simulated CPU devices)."""
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
-    if devices > 1:
-        env["XLA_FLAGS"] = with_devices(devices)
+    env["XLA_FLAGS"] = default_level_flags(devices)  # every run compared with another: default level
     if nan_vae:
         env["MA2MI_TEST_NAN_VAE"] = "1"
     if cache_dir:
@@ -76,9 +76,17 @@ def run_subprocess(
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
-def with_devices(devices: int) -> str:
-    """XLA_FLAGS of this process (the tests' optimisation level) plus `devices` simulated CPU devices."""
-    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+def default_level_flags(devices: int = 1) -> str:
+    """XLA_FLAGS of this process at XLA's default optimisation level, plus `devices` simulated CPU devices.
+
+    The multi-device jobs are compared with one-device runs within bounds measured at the default
+    level; at the tests' level 0 (conftest) the two programs drift further apart (6.4e-4 against
+    the cross-validation's 5e-4 bound, 2.6e-5 against pre-training's 1e-5 on BatchNorm statistics).
+    """
+    flags = re.sub(r"--xla_backend_optimization_level=\S+", "", os.environ.get("XLA_FLAGS", "")).split()
+    if devices > 1:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return " ".join(flags)
 
 
 def free_port() -> int:
@@ -99,7 +107,7 @@ def run_processes(
     env = dict(os.environ)
     env.update(
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS=with_devices(devices),
+        XLA_FLAGS=default_level_flags(devices),
         JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}",
         JAX_NUM_PROCESSES=str(processes),
     )

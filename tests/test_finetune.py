@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from finetune_fixture import fixed_data, fold_runner, tiny_config
-from pretrain_fixture import free_port, with_devices
+from pretrain_fixture import default_level_flags, free_port
 
 from ma2mi_jax import checkpoints
 from ma2mi_jax.data.records import DataError
@@ -172,7 +172,7 @@ def test_two_processes_of_two_devices_give_the_one_device_results(vmapped, data_
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": with_devices(2),
+        "XLA_FLAGS": default_level_flags(2),
         "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}",
         "JAX_NUM_PROCESSES": "2",
     }
