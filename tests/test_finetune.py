@@ -253,6 +253,22 @@ def test_imagenet_init_needs_width_64(data_root, tmp_path):
         finetune.initial_variables(config, model)
 
 
+def test_random_init_is_one_program_for_every_seed_and_equal_module(compile_cache):
+    """Seeds and equal classifiers share one compiled init; its values are model.init's, bit for bit."""
+    config = tiny_config("unused", "unused")
+    size = int(config.data.image_size)
+    before = init_lib.random_variables._cache_size()
+    a = init_lib.random_variables(finetune.build_classifier(config), size, jax.random.key(0))
+    b = init_lib.random_variables(finetune.build_classifier(config), size, jax.random.key(1))
+    assert init_lib.random_variables._cache_size() - before <= 1  # 0 when an earlier test compiled it
+    dummy = jnp.zeros((1, size, size, 3), jnp.uint8)
+    model = finetune.build_classifier(config)
+    ref = jax.jit(lambda k: model.init(k, dummy, dummy, train=False))(jax.random.key(1))
+    assert jax.tree.structure(b) == jax.tree.structure(ref)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(b), jax.tree.leaves(ref), strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
 def test_frozen_encoders_keep_weights_and_batch_statistics(compile_cache):
     """freeze_position: position encoder params and BN statistics unchanged; the rest trains."""
     from ma2mi_jax.train import optim

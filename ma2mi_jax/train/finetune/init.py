@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,17 @@ def build_classifier(config: ml_collections.ConfigDict):
     return miacnet.classifier_from_config(config.model, len(config.data.class_names), config.dtype)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def random_variables(model, size: int, key: jax.Array) -> dict:
+    """`model.init` on one size x size pair, compiled once per model and size, not once per seed.
+
+    Compiling it takes seconds on the CPU (7.6 s at the synthetic config's width 8); the probe
+    initialises four encoders and the quick start's cross-validation a fifth, all with one program.
+    """
+    dummy = jnp.zeros((1, size, size, 3), jnp.uint8)  # [1,H,W,3]
+    return model.init(key, dummy, dummy, train=False)
+
+
 def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, str]:
     """Classifier variables {"params","batch_stats"} from `config.init`, and a line saying where from.
 
@@ -27,9 +39,7 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
     both encoders; otherwise a MA2MI pre-training workdir (or an exported classifier) whose MIACNet
     goes into `miacnet`. The head always starts at zero.
     """
-    size = int(config.data.image_size)
-    dummy = jnp.zeros((1, size, size, 3), jnp.uint8)
-    variables = jax.jit(lambda k: model.init(k, dummy, dummy, train=False))(jax.random.key(int(config.seed)))
+    variables = random_variables(model, int(config.data.image_size), jax.random.key(int(config.seed)))
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     init = str(config.init).strip()
     if init in ("", "scratch"):
