@@ -70,7 +70,7 @@ def test_every_fold_starts_at_its_own_probe(compile_cache):
     fresh = step_lib.init_fold_state(variables, tx)
     trainer = GroupTrainer(
         group=None, real=[], padded=[None, None], runner=runner, tx=tx, batches=None, keys=None,
-        fresh=fresh, labels=np.asarray(data["labels"]), eval_batch_size=8, heads=heads,
+        fresh=fresh, labels=np.asarray(data["labels"]), eval_batch_size=8, fit_heads=lambda: heads,
     )  # fmt: skip
     state = runner.stacked(trainer.initial_state())
     np.testing.assert_array_equal(state.params["classifier"]["head"]["kernel"], heads["kernel"])
@@ -78,6 +78,42 @@ def test_every_fold_starts_at_its_own_probe(compile_cache):
     # everything else is the shared init, in both folds
     enc = state.params["classifier"]["miacnet"]["action_encoder"]["conv1"]["kernel"]
     np.testing.assert_array_equal(enc[0], enc[1])
+
+
+def test_a_resumed_group_restores_its_heads_without_fitting_them_again(tmp_path, compile_cache):
+    """A fresh start fits the probe heads once; resuming from a checkpoint restores them, no new fit."""
+    from ma2mi_jax.train.finetune import layout, plan
+    from ma2mi_jax.train.finetune import trainer as trainer_lib
+
+    config = tiny_config("unused", "unused")
+    model = finetune.build_classifier(config)
+    data, _, _ = fixed_data(2, batch=8, seed=0)
+    variables, _ = finetune.initial_variables(config, model)
+    tx = optim.make_optimizer(config.train, 10)
+    runner = fold_runner(model, tx, data)
+    width = variables["params"]["head"]["kernel"].shape  # [D,N]
+    fitted = {
+        "kernel": np.full((2, *width), 0.25, np.float32),  # [F,D,N]
+        "bias": np.full((2, width[1]), -1.0, np.float32),  # [F,N]
+    }
+    fits = []
+    trainer = GroupTrainer(
+        group=plan.Group("group_000", (), 1), real=[], padded=[None, None], runner=runner, tx=tx,
+        batches=None, keys=None, fresh=step_lib.init_fold_state(variables, tx),
+        labels=np.asarray(data["labels"]), eval_batch_size=8, fit_heads=lambda: fits.append(1) or fitted,
+    )  # fmt: skip
+    ckpt = layout.group_checkpoints(tmp_path, "group_000", keep=2)
+    state, history, _, start = trainer_lib._resume(trainer, ckpt)
+    assert start == 0 and len(fits) == 1
+    ckpt.save(1, runner.stacked(state), meta={"epoch": 1, "history": history})
+    ckpt.close()
+    ckpt = layout.group_checkpoints(tmp_path, "group_000", keep=2)
+    state, _, _, start = trainer_lib._resume(trainer, ckpt)
+    ckpt.close()
+    assert start == 1 and len(fits) == 1
+    head = runner.stacked(state).params["classifier"]["head"]
+    np.testing.assert_array_equal(head["kernel"], fitted["kernel"])
+    np.testing.assert_array_equal(head["bias"], fitted["bias"])
 
 
 def test_unknown_head_init_names_its_key():

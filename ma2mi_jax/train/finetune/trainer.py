@@ -8,6 +8,7 @@ checkpoint to the last epoch and returns the group's evaluation history.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -81,15 +82,19 @@ class GroupTrainer:
     fresh: Any  # one fold's state at step 0 (FoldState)
     labels: np.ndarray  # int32[N], for the held-out accuracy line
     eval_batch_size: int
-    heads: dict | None = None  # finetune.head_init="probe": {"kernel" [F,D,N], "bias" [F,N]} per padded fold
+    # finetune.head_init="probe": fits {"kernel" [F,D,N], "bias" [F,N]}, a head per padded fold
+    fit_heads: Callable[[], dict] | None = None
 
-    def initial_state(self) -> GroupState:
-        """Every fold at step 0 from the same variables (and its own head, when given)."""
+    def initial_state(self, fitted_heads: bool = True) -> GroupState:
+        """Every fold at step 0 from the same variables (and its own fitted head, with `fit_heads`).
+
+        fitted_heads=False skips the fit: a resumed run's restore template only needs the shapes.
+        """
         state = broadcast_folds(self.fresh, len(self.padded))
-        if self.heads is not None:
+        if self.fit_heads is not None and fitted_heads:
             classifier = {
                 **state.params["classifier"],
-                "head": {k: jnp.asarray(v) for k, v in self.heads.items()},
+                "head": {k: jnp.asarray(v) for k, v in self.fit_heads().items()},
             }
             state = state.replace(params={**state.params, "classifier": classifier})
         return self.runner.group_state(state)
@@ -152,14 +157,9 @@ def build_group(
     )
     keys = jnp.stack([fold_key(int(config.seed), f.index) for f in padded])
     extra = None if aux is None else {"dit": aux.dit_params}
-    heads = None
+    fit_heads = None
     if str(ft.head_init) == "probe":
-        frames = np.asarray(data["frames"])  # [N,H,W,6]
-        pairs = np.stack([frames[..., :3], frames[..., 3:]], axis=1)  # [N,2,H,W,3]
-        heads = probe_heads(
-            config, variables, pairs, np.asarray(data["labels"]), [f.train_indices for f in padded]
-        )
-        log.info("%s: heads started at a linear probe of each fold's training subjects", group.name)
+        fit_heads = functools.partial(_fit_probe_heads, config, variables, data, padded, group.name)
     return GroupTrainer(
         group=group,
         real=real,
@@ -171,8 +171,20 @@ def build_group(
         fresh=init_fold_state(variables, tx, extra),
         labels=np.asarray(data["labels"]),
         eval_batch_size=int(config.train.batch_size),
-        heads=heads,
+        fit_heads=fit_heads,
     )
+
+
+def _fit_probe_heads(
+    config: ml_collections.ConfigDict, variables: dict, data: dict, padded: list[FoldSpec], name: str
+) -> dict:
+    """finetune.head_init="probe": each padded fold's head fitted on its training pairs (`probe_heads`)."""
+    frames = np.asarray(data["frames"])  # [N,H,W,6]
+    pairs = np.stack([frames[..., :3], frames[..., 3:]], axis=1)  # [N,2,H,W,3]
+    train = [f.train_indices for f in padded]
+    heads = probe_heads(config, variables, pairs, np.asarray(data["labels"]), train)
+    log.info("%s: heads started at a linear probe of each fold's training subjects", name)
+    return heads
 
 
 def eval_epochs(epochs: int, every: int) -> set[int]:
@@ -226,11 +238,12 @@ def _describe(trainer: GroupTrainer) -> str:
 
 def _resume(trainer: GroupTrainer, ckpt: checkpoints.Checkpoints) -> tuple[GroupState, dict, dict, int]:
     """(state, history, checkpoint meta, epochs done) from the latest checkpoint, or a fresh start."""
-    state = trainer.initial_state()
     start = ckpt.latest_step() or 0
     if not start:
-        return state, {"epochs": [], "predictions": {f.name: [] for f in trainer.real}, "train": []}, {}, 0
-    stacked, items = ckpt.restore(start, trainer.runner.stacked(state))
+        history = {"epochs": [], "predictions": {f.name: [] for f in trainer.real}, "train": []}
+        return trainer.initial_state(), history, {}, 0
+    template = trainer.runner.stacked(trainer.initial_state(fitted_heads=False))
+    stacked, items = ckpt.restore(start, template)
     meta = items["meta"]
     log.info("%s: resumed at epoch %d", trainer.group.name, start)
     return trainer.runner.group_state(stacked), meta["history"], meta, start
