@@ -87,10 +87,13 @@ def put_global(tree: Any, sharding: NamedSharding) -> Any:
 
     Unlike `jax.device_put`, it works when the sharding spans other processes' devices: each
     process fills its own devices' shards from its copy. An array already spread over several
-    processes is resharded as it is; typed random keys travel as their integer data.
+    processes is resharded as it is; typed random keys travel as their integer data. An array
+    that already has `sharding` is returned as it is.
     """
 
     def put(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            return leaf  # already placed: no host round trip
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             return jax.device_put(leaf, sharding)
         if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):

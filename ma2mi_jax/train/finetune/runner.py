@@ -144,10 +144,9 @@ class FoldGroupRunner:
         steps, folds = batches["indices"].shape[:2]
         if not self.sequential:
             per_step = []
-            keys = self.place(keys)  # key[F], one per fold, with its fold's shard
+            keys = self.place(keys)  # key[F], one per fold, with its fold's shard (once: then a no-op)
             for s in range(steps):
-                batch = self.place({k: v[s] for k, v in batches.items()})  # [F,B,...]
-                state, m = self._step(state, batch, keys, self.data, self.frozen_inputs)
+                state, m = self.train_step(state, {k: v[s] for k, v in batches.items()}, keys)  # [F,B,...]
                 per_step.append(m)
             metrics = jax.device_get(per_step)
             if on_fold is not None:
