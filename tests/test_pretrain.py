@@ -150,7 +150,7 @@ def test_losses_reach_only_their_branches(data_root):
     config = tiny_config(pixel)
     joint = tiny_config({**pixel, "model.stop_position_grad": False})
     _, models, params, stats = _setup(config)
-    _, models_j, _, _ = _setup(joint)
+    models_j = state_lib.build_models(joint, 7, None)  # the same parameters: no init of its own
     assert set(params) == {"miacnet", "dit"}
     # adaLN-Zero starts the DiT blind to c (zero gradient to MIACNet): move it off that point first.
     noise = jax.random.split(jax.random.PRNGKey(2), len(jax.tree_util.tree_leaves(params["dit"])))
