@@ -31,6 +31,11 @@ from ma2mi_jax import cli, losses
 from ma2mi_jax.models import dit as dit_lib
 from ma2mi_jax.models import resnet
 
+try:  # absent in checkouts before it (the script times older commits too)
+    from ma2mi_jax.models import small_map_conv
+except ImportError:
+    small_map_conv = None
+
 BATCH = flags.DEFINE_integer("batch", 32, "Batch size (the synthetic pre-training config's).")
 SIZE = flags.DEFINE_integer("size", 64, "Image side in pixels.")
 WIDTH = flags.DEFINE_integer("width", 8, "ResNet base width.")
@@ -132,6 +137,22 @@ def pieces() -> list[str]:
     p_map, g_map = normal(b, grid, grid, 8 * w), normal(b, grid, grid, 8 * w)
     warp_map = lambda p: jax.value_and_grad(lambda p: jnp.sum(losses.warp(p, theta)[0] * g_map))(p)
     lines.append(f"equ_warp_map_fwd_bwd_ms: {median_ms(warp_map, p_map):.3f} ms (L_equ, P and its gradient)")
+
+    # layer4's stride-1 3x3 convolution on its grid x grid map (2x2 at 64 px), forward + both gradients
+    c4 = 8 * w
+    x4, k4, g4 = normal(b, grid, grid, c4), 0.05 * normal(3, 3, c4, c4), normal(b, grid, grid, c4)
+    conv4 = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN)
+    both_grads = lambda f: lambda x, k: jax.value_and_grad(lambda x, k: jnp.sum(f(x, k) * g4), (0, 1))(x, k)
+    lines.append(
+        f"layer4_conv_fwd_bwd_ms: {median_ms(both_grads(conv4), x4, k4):.3f} ms "
+        f"(3x3 on [{b},{grid},{grid},{c4}], lax convolution)"
+    )
+    if small_map_conv is not None:  # the library's form for maps within the kernel's reach
+        numbers = jax.lax.conv_dimension_numbers(x4.shape, k4.shape, DN)
+        hook = lambda x, k: small_map_conv.conv_general_dilated(
+            x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=numbers
+        )
+        lines.append(f"layer4_conv_library_fwd_bwd_ms: {median_ms(both_grads(hook), x4, k4):.3f} ms")
 
     bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
     bn_vars = bn.init(jax.random.PRNGKey(0), y)

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ma2mi_jax.models import small_map_conv
+
 # torchvision's BatchNorm2d: momentum 0.1 (Flax keeps 1 - momentum of the old value), eps 1e-5.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -48,6 +50,7 @@ def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.
         kernel_init=conv_init,
         dtype=dtype,
         param_dtype=jnp.float32,
+        conv_general_dilated=small_map_conv.conv_general_dilated,  # layer4's 2x2 maps as a product
         name=name,
     )
 
