@@ -274,3 +274,5 @@ def test_max_pool_by_slices_equals_reduce_window_values_and_gradients_with_ties(
     np.testing.assert_array_equal(np.asarray(v), np.asarray(v_ref))
     np.testing.assert_array_equal(np.asarray(grad), np.asarray(g_ref))  # the first maximum of a tie gets it
     assert float(jnp.max(jnp.abs(grad))) > 0
+    # Even sides take the phase-wise gradient, odd ones autodiff of the slices.
+    assert ("custom_vjp" in str(jax.make_jaxpr(resnet.max_pool_by_slices)(x))) == (side % 2 == 0)

@@ -60,22 +60,69 @@ def max_pool_reduce_window(x: jnp.ndarray) -> jnp.ndarray:
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-def max_pool_by_slices(x: jnp.ndarray) -> jnp.ndarray:
-    """The same max-pool as a selection among the window's nine strided slices.
-
-    Same values and the same gradient as `max_pool_reduce_window`, ties included (the gradient goes
-    to the first maximum in row-major window order, as XLA's select-and-scatter does), and about
-    twice as fast forward + backward on XLA:CPU (docs/performance.md).
-    """
+def _pool_slices(x: jnp.ndarray) -> list[jnp.ndarray]:
+    """The nine strided slices [B,Ho,Wo,C] of x [B,H,W,C] padded by -inf, window tap t = 3 * row + col."""
     _, h, w, _ = x.shape
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)  # [B,H+2,W+2,C]
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    slices = [padded[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] for i in range(3) for j in range(3)]
+    return [padded[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] for i in range(3) for j in range(3)]
+
+
+def _select_first_max(slices: list[jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(max-pool output, tap of the first maximum in row-major window order int[B,Ho,Wo,C])."""
     first_max = jax.lax.stop_gradient(jnp.argmax(jnp.stack(slices), axis=0))  # [B,Ho,Wo,C] in 0..8
     out = jnp.zeros_like(slices[0])
     for i, window in enumerate(slices):
         out = jnp.where(first_max == i, window, out)
-    return out  # [B,Ho,Wo,C]
+    return out, first_max
+
+
+def _next(a: jnp.ndarray, axis: int) -> jnp.ndarray:
+    """a shifted by one place towards the start along `axis` (a[i+1]), zero past the end."""
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, 1)
+    return jnp.pad(jax.lax.slice_in_dim(a, 1, a.shape[axis], axis=axis), pad)
+
+
+@jax.custom_vjp
+def _max_pool_even(x: jnp.ndarray) -> jnp.ndarray:
+    """`max_pool_by_slices` for even H and W, with the gradient assembled per stride-2 phase."""
+    return _select_first_max(_pool_slices(x))[0]
+
+
+def _max_pool_even_fwd(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    out, first_max = _select_first_max(_pool_slices(x))
+    return out, first_max
+
+
+def _max_pool_even_bwd(first_max: jnp.ndarray, g: jnp.ndarray) -> tuple[jnp.ndarray]:
+    """Input row 2a is window a's middle row; row 2a+1 is window a's last and window a+1's first
+    (columns alike), so each input place sums at most four windows' gradients, in window order."""
+    G = [jnp.where(first_max == t, g, jnp.zeros_like(g)) for t in range(9)]  # [B,Ho,Wo,C] each
+    ee = G[4]  # rows 2a, columns 2b
+    eo = G[5] + _next(G[3], 2)  # rows 2a, columns 2b+1
+    oe = G[7] + _next(G[1], 1)  # rows 2a+1, columns 2b
+    oo = G[8] + _next(G[6], 2) + _next(G[2], 1) + _next(_next(G[0], 1), 2)
+    b, ho, wo, c = g.shape
+    dx = jnp.stack([jnp.stack([ee, eo], 3), jnp.stack([oe, oo], 3)], 2)  # [B,Ho,2,Wo,2,C]
+    return (dx.reshape(b, 2 * ho, 2 * wo, c),)
+
+
+_max_pool_even.defvjp(_max_pool_even_fwd, _max_pool_even_bwd)
+
+
+def max_pool_by_slices(x: jnp.ndarray) -> jnp.ndarray:
+    """The same max-pool as a selection among the window's nine strided slices.
+
+    Same values and the same gradient as `max_pool_reduce_window`, ties included (the gradient goes
+    to the first maximum in row-major window order, as XLA's select-and-scatter does), and faster
+    forward + backward on XLA:CPU (docs/performance.md). For even sides the gradient is assembled
+    per stride-2 phase (at most four windows reach an input place) instead of as nine padded slices.
+    """
+    _, h, w, _ = x.shape
+    if h % 2 == 0 and w % 2 == 0:
+        return _max_pool_even(x)
+    return _select_first_max(_pool_slices(x))[0]  # [B,Ho,Wo,C], gradient by autodiff
 
 
 def stem_max_pool(x: jnp.ndarray) -> jnp.ndarray:
