@@ -53,6 +53,11 @@ def test_hook_takes_the_product_only_where_every_output_sees_every_input():
     for fn, x in ((hook, large), (strided, small), (valid, large)):
         assert _conv_primitives(fn, x) == 1
     np.testing.assert_array_equal(hook(large), _same_conv(large, k))  # the same lax call, bit for bit
+    # A 1-d convolution passes through untouched.
+    line, k1, dn = jnp.asarray(rng.normal(size=(2, 2, 4)).astype(np.float32)), k[1], ("NHC", "HIO", "NHC")
+    got = small_map_conv.conv_general_dilated(line, k1, (1,), ((1, 1),), dimension_numbers=dn)
+    want = lax.conv_general_dilated(line, k1, (1,), ((1, 1),), dimension_numbers=dn)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_resnet_layer4_at_64px_runs_as_products_with_unchanged_parameters(monkeypatch):

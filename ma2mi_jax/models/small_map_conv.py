@@ -42,7 +42,7 @@ def is_full_window(
     return plain and same and kh % 2 == 1 and kw % 2 == 1 and h <= kh // 2 + 1 and w <= kw // 2 + 1
 
 
-def dense_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+def dense_conv(x: jnp.ndarray, kernel: jnp.ndarray, precision: Any = None) -> jnp.ndarray:
     """The stride-1 "same" convolution of x [B,H,W,C] by kernel [kh,kw,C,O] as one product -> [B,H,W,O].
 
     Only valid where `is_full_window` holds (every tap index lands inside the kernel)."""
@@ -51,7 +51,7 @@ def dense_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     ti, tj = _taps(h, kh), _taps(w, kw)  # [H_in,H_out], [W_in,W_out]
     wbig = kernel[ti[:, None, :, None], tj[None, :, None, :]]  # [H_in,W_in,H_out,W_out,C,O]
     wbig = wbig.transpose(0, 1, 4, 2, 3, 5).reshape(h * w * c, h * w * o)  # [(q,c), (p,o)]
-    return (x.reshape(b, h * w * c) @ wbig).reshape(b, h, w, o)
+    return jnp.matmul(x.reshape(b, h * w * c), wbig, precision=precision).reshape(b, h, w, o)
 
 
 def conv_general_dilated(
@@ -67,15 +67,15 @@ def conv_general_dilated(
     **kwargs: Any,
 ) -> jnp.ndarray:
     """`lax.conv_general_dilated` (the hook of `nn.Conv`), as `dense_conv` where that is the same op."""
-    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
     if (
         lhs.ndim == 4
         and feature_group_count == 1
         and not kwargs
-        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
         and is_full_window(lhs.shape[1:3], rhs.shape[:2], window_strides, padding, lhs_dilation, rhs_dilation)
     ):
-        return dense_conv(lhs, rhs)
+        return dense_conv(lhs, rhs, precision)
     return lax.conv_general_dilated(
         lhs,
         rhs,
