@@ -84,15 +84,15 @@ def _next(a: jnp.ndarray, axis: int) -> jnp.ndarray:
     return jnp.pad(jax.lax.slice_in_dim(a, 1, a.shape[axis], axis=axis), pad)
 
 
+def _max_pool_even_fwd(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(output, first-maximum taps): the taps are what the phase-wise gradient needs."""
+    return _select_first_max(_pool_slices(x))
+
+
 @jax.custom_vjp
 def _max_pool_even(x: jnp.ndarray) -> jnp.ndarray:
     """`max_pool_by_slices` for even H and W, with the gradient assembled per stride-2 phase."""
-    return _select_first_max(_pool_slices(x))[0]
-
-
-def _max_pool_even_fwd(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    out, first_max = _select_first_max(_pool_slices(x))
-    return out, first_max
+    return _max_pool_even_fwd(x)[0]
 
 
 def _max_pool_even_bwd(first_max: jnp.ndarray, g: jnp.ndarray) -> tuple[jnp.ndarray]:
