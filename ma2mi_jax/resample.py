@@ -38,8 +38,11 @@ def bilinear(image: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
     )  # [B,H+1,W+1,4C]: top-left, top-right, bottom-left, bottom-right
     xi = jnp.clip(x0, -1, w - 1).astype(jnp.int32) + 1
     yi = jnp.clip(y0, -1, h - 1).astype(jnp.int32) + 1
-    idx = (yi * (w + 1) + xi).reshape(b, -1)  # [B,h*w]
-    got = jax.vmap(lambda q, i: q.reshape(-1, 4 * c)[i])(quad, idx)  # [B,h*w,4C]
+    cells = (h + 1) * (w + 1)  # rows of one image's table
+    idx = (yi * (w + 1) + xi).reshape(b, -1) + cells * jnp.arange(b, dtype=jnp.int32)[:, None]  # [B,h*w]
+    # One gather from the whole batch's table: on the CPU about twice as fast as a gather batched
+    # over B (XLA's operand batching dimension), the same values.
+    got = quad.reshape(b * cells, 4 * c)[idx]  # [B,h*w,4C]
     dtype = jnp.promote_types(image.dtype, jnp.float32)
     got = got.reshape(b, *out_shape, 4, c).astype(dtype)
     top = got[..., 0, :] * (1 - wx) + got[..., 1, :] * wx

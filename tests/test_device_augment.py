@@ -59,6 +59,23 @@ def test_exact_transforms_equal_cv2(transform):
     np.testing.assert_array_equal(_device(transform, image), augment.apply(transform, image))
 
 
+def test_a_batch_warps_each_pair_from_its_own_frames():
+    """Five images with five exact transforms in one call: each row equals cv2 on that row's image."""
+    transforms = [
+        augment.Transform(flip=True),
+        augment.Transform(dx=3, dy=-2),
+        augment.Transform(dx=-15, dy=15),
+        augment.Transform(angle_deg=90.0),
+        augment.Transform(angle_deg=-90.0, flip=True, dx=1),
+    ]
+    images = np.stack([_noise(seed) for seed in range(len(transforms))])  # [B,H,W,6]
+    inverse = np.concatenate([_inverse(t, images.shape[1]) for t in transforms])  # [B,2,3]
+    aug = device_augment.PairAugment(crop_pad=1, rotation_deg=1.0, flip=True)
+    out = np.asarray(device_augment.augment_frames(jnp.asarray(images), jnp.asarray(inverse), aug))
+    for row, (t, image) in enumerate(zip(transforms, images, strict=True)):
+        np.testing.assert_array_equal(out[row], augment.apply(t, image), err_msg=f"row {row}")
+
+
 @pytest.mark.parametrize("angle", [7.3, -9.9, 3.0])
 def test_small_rotations_are_within_a_grey_level_of_cv2(angle):
     image = _smooth()
