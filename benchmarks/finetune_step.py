@@ -10,7 +10,9 @@ block_until_ready:
   pipeline    drawing the step's indices and pair transforms on the host, gathering the pairs and
               warping them on the device (what feeds the step);
   train_step  the optimisation step alone on frames already gathered and augmented;
-  fold_step   both, as a run executes them (`FoldGroupRunner.train_step`).
+  fold_step   both, one call of `FoldGroupRunner.train_step` per step;
+  epoch_step  whole epochs of the loop a run executes (`FoldGroupRunner.run_epoch`), per step:
+              fold_step without its per-call stacking of the folds' metrics.
 `pipeline_overhead` = fold_step / train_step - 1 (target <= 10 %). Also prints compile time,
 samples/s, FLOPs, achieved FLOP/s, MFU, peak memory and an estimate of the cross-validation's
 training time.
@@ -188,11 +190,21 @@ def time_modes(bench: Bench) -> dict:
 
     state, fold_compile = _timed_first_call(both, trainer.initial_state())
     _, both_times = common.time_steps(both, state, FLAGS.warmup.value, FLAGS.steps.value)
+
+    def epoch(carry):
+        counter["i"] += 1
+        return runner.run_epoch(carry, epochs_drawn[counter["i"] % len(epochs_drawn)], keys)[0]
+
+    epochs = max(1, math.ceil(FLAGS.steps.value / steps_per_epoch))
+    state, _ = _timed_first_call(epoch, trainer.initial_state())
+    _, epoch_times = common.time_steps(epoch, state, 1, epochs)
+    per_step = common.StepTimes([t / steps_per_epoch for t in epoch_times.seconds])
     return {
         "host_draw_s": host_s,
         "pipeline": (pipeline_compile, pipe_times),
         "train_step": (train_compile, train_times),
         "fold_step": (fold_compile, both_times),
+        "epoch_step": per_step,
         "loss": np.asarray(jax.device_get(last["loss"]))[: len(trainer.real)],
     }
 
@@ -228,6 +240,10 @@ def main(argv: list[str]) -> None:
     for name, (compile_s, times) in ((k, r[k]) for k in ("pipeline", "train_step", "fold_step")):
         lines.append(f"{name}_compile_s: {compile_s:.3f} s (first call)")
         lines.append(f"{name}_ms: {times.median * 1e3:.2f} ms ({times.describe()}; all {bench.folds} folds)")
+    lines.append(
+        f"epoch_step_ms: {r['epoch_step'].median * 1e3:.2f} ms ({r['epoch_step'].describe()}, per step of "
+        f"whole epochs of the run's loop, runner.run_epoch; all {bench.folds} folds)"
+    )
     fold_s = r["fold_step"][1].median
     lines += [
         f"pipeline_overhead: {100 * (fold_s / r['train_step'][1].median - 1):.1f} % "

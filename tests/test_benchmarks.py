@@ -137,6 +137,7 @@ def test_finetune_step_tiny_pipeline_and_step():
             "pipeline_ms",
             "train_step_ms",
             "fold_step_ms",
+            "epoch_step_ms",
             "samples_per_s",
             "flops_per_step_analytic",
             "peak_memory",

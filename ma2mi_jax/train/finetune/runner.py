@@ -155,9 +155,10 @@ class FoldGroupRunner:
 
         def fold_epoch(i: int) -> list[dict]:
             fold_metrics = []
+            key = keys[i]  # one slice per epoch, not per step
             for s in range(steps):
                 batch = {k: v[s, i] for k, v in batches.items()}  # [B,...]
-                state[i], m = self._step(state[i], batch, keys[i], self.data, self.frozen_inputs)
+                state[i], m = self._step(state[i], batch, key, self.data, self.frozen_inputs)
                 fold_metrics.append(m)
             jax.block_until_ready(state[i])
             if on_fold is not None:
