@@ -33,6 +33,9 @@ PyTree = Any
 FOLD_AXIS = "fold"
 # A group's state: FoldState with a leading fold axis (vmapped) or one FoldState per fold (sequential).
 GroupState = FoldState | list[FoldState]
+# The folds' metrics stacked in one compiled call: on the CPU 6 us per step for one fold's three
+# metrics, against 78 us eagerly (one dispatch per leaf).
+_stack_metrics = jax.jit(stack_folds)
 
 
 def runs_sequentially(finetune_cfg: Any) -> bool:
@@ -128,7 +131,7 @@ class FoldGroupRunner:
             fold_batch = {k: v[i] for k, v in batch.items()}
             state[i], m = self._step(state[i], fold_batch, keys[i], self.data, self.frozen_inputs)
             metrics.append(m)
-        return state, stack_folds(metrics)
+        return state, _stack_metrics(metrics)
 
     def run_epoch(
         self,
