@@ -84,7 +84,8 @@ class Bench:
     ) -> None:
         from ma2mi_jax.models import miacnet
         from ma2mi_jax.train import finetune
-        from ma2mi_jax.train.finetune import plan, step
+        from ma2mi_jax.train.finetune import fold_step as step
+        from ma2mi_jax.train.finetune import plan
 
         config.init = "scratch"  # random parameters: the speed does not depend on them
         if MODE.value != "auto":
@@ -121,7 +122,7 @@ class Bench:
 def _input_fn(bench: Bench):
     """jit(batch {"indices","warp"} [F,B,...] -> augmented frames of every fold), in the runner's mode."""
     from ma2mi_jax.data.device_augment import PairAugment
-    from ma2mi_jax.train.finetune import step
+    from ma2mi_jax.train.finetune import fold_step as step
 
     runner = bench.trainer.runner
     augment = PairAugment.from_config(bench.config.data.augment)
@@ -143,7 +144,7 @@ def _timed_first_call(fn, *args):
 def time_modes(bench: Bench) -> dict:
     """Compile and time pipeline alone, train step alone and both, per step of all F folds."""
     from ma2mi_jax import losses
-    from ma2mi_jax.train.finetune import step
+    from ma2mi_jax.train.finetune import fold_step as step
 
     trainer, runner, keys = bench.trainer, bench.trainer.runner, bench.trainer.keys
     steps_per_epoch = trainer.batches.steps_per_epoch

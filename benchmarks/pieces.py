@@ -32,7 +32,7 @@ from ma2mi_jax.models import dit as dit_lib
 from ma2mi_jax.models import resnet
 
 try:  # absent in checkouts before it (the script times older commits too)
-    from ma2mi_jax.models import small_map_conv
+    from ma2mi_jax.cpu import small_map_conv
 except ImportError:
     small_map_conv = None
 

@@ -3,7 +3,7 @@
 python benchmarks/pretrain_step.py --config configs/synthetic_pretrain.py:tiny --steps 3
 python benchmarks/pretrain_step.py --config configs/dfew.py --config.dtype=bfloat16 --latent_cache
 
-Builds the library's own step (`ma2mi_jax.train.pretrain_step.make_train_step`, jitted with the state
+Builds the library's own step (`ma2mi_jax.train.pretrain.step.make_train_step`, jitted with the state
 donated and replicated as `pretrain._loop` does), compiles it ahead of time, runs it on random
 uint8 frames of the config's shapes, and prints compile time, step time, samples/s, FLOPs per step
 (analytic and XLA's), achieved FLOP/s, MFU and peak memory. `--latent_cache` times the step twice,
@@ -40,8 +40,9 @@ class Bench:
     def __init__(self, config: ml_collections.ConfigDict) -> None:
         from ma2mi_jax.models import vae as vae_lib
         from ma2mi_jax.train import mesh as mesh_lib
-        from ma2mi_jax.train import pretrain, pretrain_step
-        from ma2mi_jax.train import pretrain_state as state_lib
+        from ma2mi_jax.train.pretrain import job as pretrain
+        from ma2mi_jax.train.pretrain import state as state_lib
+        from ma2mi_jax.train.pretrain import step as pretrain_step
 
         config.init = ""  # random parameters: the speed does not depend on them
         check_config(config)
@@ -71,7 +72,7 @@ class Bench:
     def fresh_state(self):
         """A new replicated step-0 state (the timed step donates the previous one)."""
         from ma2mi_jax.train import mesh as mesh_lib
-        from ma2mi_jax.train import pretrain_state as state_lib
+        from ma2mi_jax.train.pretrain import state as state_lib
 
         return mesh_lib.replicate(
             state_lib.create_train_state(self.params, self.batch_stats, self.tx), self.mesh
@@ -120,14 +121,14 @@ def init_params(models, seed: int):
     The values do not change the speed; the rbg key makes the initialisation compile several
     times faster on a CPU than threefry.
     """
-    from ma2mi_jax.train import pretrain_state as state_lib
+    from ma2mi_jax.train.pretrain import state as state_lib
 
     return state_lib.init_variables(models, jax.random.key(int(seed), impl="rbg"))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """The library's config checks, except that data.root need not exist (the batches are random)."""
-    from ma2mi_jax.train import validate
+    from ma2mi_jax.train.pretrain import checks as validate
 
     probe = common.unlocked_copy(config)
     probe.data.root = common.REPO_ROOT
@@ -153,7 +154,7 @@ def time_mode(bench: Bench, cached: bool, label: str) -> dict[str, float]:
     )
     loss = float(jax.device_get(metrics["loss"]))
     batch = int(c.train.batch_size)
-    from ma2mi_jax.train import pretrain_state as state_lib
+    from ma2mi_jax.train.pretrain import state as state_lib
 
     lines = common.header(f"pre-training step: {label}")
     lines += [

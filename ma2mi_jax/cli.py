@@ -18,7 +18,8 @@ from collections.abc import Callable
 from absl import app, flags
 from absl import logging as absl_logging
 
-from ma2mi_jax import errors, host_memory
+from ma2mi_jax import errors
+from ma2mi_jax.cpu import allocator
 
 DEBUG_ENV = "MA2MI_DEBUG"
 _DEBUG = flags.DEFINE_bool(
@@ -52,7 +53,7 @@ def run(main: Callable[[list[str]], None]) -> None:
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl's own --help exits 1
     remaining = _parse_or_exit()
     _quiet_library_info()
-    host_memory.tune_allocator()
+    allocator.tune_allocator()
     app.run(reporting_errors(main), flags_parser=lambda _: remaining)  # parsed once: see _parse_or_exit
 
 

@@ -206,7 +206,7 @@ def finetune_base() -> ml_collections.ConfigDict:
             "final_model": False,  # also train one model on all subjects for export
         }
     )
-    # scripts/probe.py: linear probe of the frozen MIACNet of config.init (ma2mi_jax/probe.py).
+    # scripts/probe.py: linear probe of the frozen MIACNet of config.init (ma2mi_jax/evaluation/probe.py).
     c.probe = ml_collections.ConfigDict(
         {
             "features": "c",  # c | c+action (c with the global average of the action map) | map (flattened)

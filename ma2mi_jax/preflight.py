@@ -98,7 +98,8 @@ def _alternatives() -> str:
 
 def check_init(init: str) -> None:
     """InitError unless `init` is "", "scratch", an existing "imagenet:<file>" or a usable folder."""
-    from ma2mi_jax import checkpoints, inference
+    from ma2mi_jax import checkpoints
+    from ma2mi_jax.serving import classifier
 
     init = str(init).strip()
     if init in ("", SCRATCH):
@@ -117,7 +118,7 @@ def check_init(init: str) -> None:
         raise InitError(
             f"config.init={init!r} does not exist: it should be a MA2MI pre-training workdir; {make}"
         )
-    if inference.is_exported_classifier(init):
+    if classifier.is_exported_classifier(init):
         return
     try:
         checkpoints.resolve(init)

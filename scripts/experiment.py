@@ -30,7 +30,7 @@ _ROWS = flags.DEFINE_list(
 def main(argv: list[str]) -> None:
     """Parse flags and run the experiment."""
     cli.check_no_extra_args(argv)
-    from ma2mi_jax import experiment
+    from ma2mi_jax.workflows import experiment
 
     seeds = [int(s) for s in _SEEDS.value]
     experiment.run(_VAE.value, _PRETRAIN.value, _LOSO.value, _OUT.value, seeds, _ROWS.value)

@@ -27,11 +27,11 @@ def main(argv: list[str]) -> None:
             raise app.UsageError("--clip needs --onset-frame and --apex-frame (and no --onset/--apex)")
     elif not (_ONSET.value and _APEX.value):
         raise app.UsageError("give --onset and --apex images, or --clip with --onset-frame and --apex-frame")
-    from ma2mi_jax import inference
+    from ma2mi_jax.serving import classifier
 
-    clf = inference.load_classifier(_MODEL.value)
+    clf = classifier.load_classifier(_MODEL.value)
     if _CLIP.value:
-        onset, apex = inference.clip_frame_paths(_CLIP.value, _ONSET_FRAME.value, _APEX_FRAME.value)
+        onset, apex = classifier.clip_frame_paths(_CLIP.value, _ONSET_FRAME.value, _APEX_FRAME.value)
     else:
         onset, apex = _ONSET.value, _APEX.value
     result = clf.predict_pair(onset, apex)
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
     for name, p in zip(clf.class_names, result["probabilities"], strict=True):
         print(f"  {name:<12} {p:.4f}")
     if _GRADCAM.value:
-        from ma2mi_jax import gradcam
+        from ma2mi_jax.serving import gradcam
 
         saved = gradcam.save_gradcam(clf, onset, apex, _GRADCAM.value, result["class_index"])
         print(f"Grad-CAM ({saved['class_name']}): {saved['path']}")

@@ -19,7 +19,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv: list[str]) -> None:
     """Parse flags and run pre-training."""
     cli.check_no_extra_args(argv)
-    from ma2mi_jax.train import pretrain
+    from ma2mi_jax.train.pretrain import job as pretrain
 
     pretrain.train_and_evaluate(_CONFIG.value, _WORKDIR.value or _CONFIG.value.workdir)
 

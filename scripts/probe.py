@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv: list[str]) -> None:
     """Parse flags and run the probe."""
     cli.check_no_extra_args(argv)
-    from ma2mi_jax import probe
+    from ma2mi_jax.evaluation import probe
 
     config = _CONFIG.value
     seeds = [int(s) for s in _SEEDS.value]

@@ -31,7 +31,7 @@ _CLIPS_SCALE = flags.DEFINE_float(
 def main(argv: list[str]) -> None:
     """Parse flags and run the chain."""
     cli.check_no_extra_args(argv)
-    from ma2mi_jax import quickstart
+    from ma2mi_jax.workflows import quickstart
 
     seeds = tuple(int(x) for x in _PROBE_SEEDS.value)
     quickstart.run(_VAE.value, _PRETRAIN.value, _LOSO.value, _OUT.value, _CLIPS_SCALE.value, seeds)

@@ -19,9 +19,9 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from finetune_fixture import write_casme2  # noqa: E402
 
-from ma2mi_jax import host_memory  # noqa: E402
+from ma2mi_jax.cpu import allocator  # noqa: E402
 
-host_memory.tune_allocator()  # as the scripts run (cli.run): faster steps on the CPU
+allocator.tune_allocator()  # as the scripts run (cli.run): faster steps on the CPU
 
 
 @pytest.fixture(scope="session", autouse=True)

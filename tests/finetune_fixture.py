@@ -81,7 +81,7 @@ def fixed_data(num_folds: int, batch: int = 4, size: int = 32, seed: int = 3):
     the same batch as frames {"frame0","frame1","label"} [F,B,...]).
     """
     from ma2mi_jax.data import device_augment
-    from ma2mi_jax.train.finetune import step
+    from ma2mi_jax.train.finetune import fold_step as step
 
     rng = np.random.default_rng(seed)
     n = num_folds * batch
@@ -101,12 +101,13 @@ def fold_runner(model, tx, data, *, frozen=(), aux=None, aux_weight=0.0, sequent
     """The run's FoldGroupRunner without augmentation (so a step sees exactly the indexed frames)."""
     from ma2mi_jax import losses
     from ma2mi_jax.data.device_augment import PairAugment
-    from ma2mi_jax.train.finetune import runner, step
+    from ma2mi_jax.train.finetune import fold_execution
+    from ma2mi_jax.train.finetune import fold_step as step
 
     frame_step = step.make_frame_step(
         model, tx, losses.cross_entropy, frozen, None if aux is None else aux.loss, aux_weight
     )
-    return runner.FoldGroupRunner(
+    return fold_execution.FoldGroupRunner(
         step.make_fold_step(frame_step, PairAugment()),
         step.make_fold_predict(model),
         data,

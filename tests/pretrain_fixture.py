@@ -47,7 +47,7 @@ def tiny_config(overrides: dict[str, Any]) -> ml_collections.ConfigDict:
 
 def make_dfew(root: str, clips_scale: float = 0.02, size: int = 32) -> str:
     """A small synthetic DFEW-layout data set (7 clips at the default scale) in `root`."""
-    from ma2mi_jax.data import synthetic
+    from ma2mi_jax.data.synthetic import generator as synthetic
 
     synthetic.generate("dfew", root, size=size, seed=0, clips_scale=clips_scale, progress=False,
                        preview=False, overwrite=True)  # fmt: skip
@@ -134,7 +134,7 @@ def run_processes(
 
 def _install_killer(kill_at: int) -> None:
     """Make the kill_at-th batch request SIGKILL this process."""
-    from ma2mi_jax.data import pipeline
+    from ma2mi_jax.data import pretrain_pipeline as pipeline
 
     make = pipeline.pretrain_iterator
 
@@ -185,7 +185,7 @@ def main(argv: list[str]) -> None:
         _install_killer(kill_at)
     if os.environ.get("MA2MI_TEST_NAN_VAE") == "1":
         _install_nan_vae()
-    from ma2mi_jax.train import pretrain
+    from ma2mi_jax.train.pretrain import job as pretrain
 
     result = pretrain.train_and_evaluate(tiny_config(overrides), workdir)
     print("RESULT " + json.dumps(result), flush=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pretrain_fixture import REPO, config_file, make_dfew
 
-from ma2mi_jax.data import readers
+from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.models import vae as vae_lib
 from ma2mi_jax.train import autoencoder
 

@@ -158,7 +158,8 @@ def test_save_config_round_trips(tmp_path):
 
 
 def test_grain_iterator_position_survives_a_checkpoint(tmp_path):
-    from ma2mi_jax.data import pipeline, readers
+    from ma2mi_jax.data import pretrain_pipeline as pipeline
+    from ma2mi_jax.data.readers import registry as readers
 
     config = tiny_config({"data.root": make_dfew(str(tmp_path / "dfew"))})
     clips, _ = readers.read_macro(config.data)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ma2mi_jax.data import decode
+from ma2mi_jax.data.media import decode
 from ma2mi_jax.data.records import DataError, MacroClip
 
 

@@ -119,7 +119,7 @@ def test_config_ranges_are_checked_with_the_keys_named():
     from finetune_fixture import tiny_config
 
     from ma2mi_jax.errors import ConfigError
-    from ma2mi_jax.train.finetune.validate import validate_finetune_config
+    from ma2mi_jax.train.finetune.checks import validate_finetune_config
 
     config = tiny_config("unused", "unused")
     config.data.augment.crop_pad = config.data.image_size

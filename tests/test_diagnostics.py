@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from pretrain_fixture import make_dfew, tiny_config
 
-from ma2mi_jax.data import readers
+from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError
-from ma2mi_jax.train import diagnostics, pretrain_step
-from ma2mi_jax.train import pretrain_state as state_lib
+from ma2mi_jax.train.pretrain import diagnostics
+from ma2mi_jax.train.pretrain import state as state_lib
+from ma2mi_jax.train.pretrain import step as pretrain_step
 
 B, SIZE = 4, 32
 

@@ -4,7 +4,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ma2mi_jax import configlib, experiment
+from ma2mi_jax import configlib
+from ma2mi_jax.workflows import experiment
 
 
 def test_override_sets_nested_keys_and_leaves_the_original():

@@ -8,7 +8,7 @@ import matplotlib.cbook
 import numpy as np
 import pytest
 
-from ma2mi_jax.data import decode, facecrop
+from ma2mi_jax.data.media import decode, facecrop
 from ma2mi_jax.data.records import DataError, MacroClip
 
 

@@ -19,10 +19,10 @@ from pretrain_fixture import default_level_flags, free_port
 from ma2mi_jax import checkpoints
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.train import finetune
-from ma2mi_jax.train.finetune import data as data_lib
-from ma2mi_jax.train.finetune import init as init_lib
-from ma2mi_jax.train.finetune import runner as runner_lib
-from ma2mi_jax.train.finetune import step as step_lib
+from ma2mi_jax.train.finetune import fold_execution as runner_lib
+from ma2mi_jax.train.finetune import fold_step as step_lib
+from ma2mi_jax.train.finetune import inputs as data_lib
+from ma2mi_jax.train.finetune import starting_point as init_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every run of this file: 3 epochs, evaluation and a checkpoint after each.

@@ -20,9 +20,9 @@ from pretrain_fixture import tiny_config as pretrain_tiny_config
 from ma2mi_jax import checkpoints, losses
 from ma2mi_jax.errors import InitError
 from ma2mi_jax.train import finetune, optim
-from ma2mi_jax.train import pretrain_state as state_lib
-from ma2mi_jax.train.finetune import aux as aux_lib
-from ma2mi_jax.train.finetune import step as step_lib
+from ma2mi_jax.train.finetune import aux_rec as aux_lib
+from ma2mi_jax.train.finetune import fold_step as step_lib
+from ma2mi_jax.train.pretrain import state as state_lib
 
 AUX = 0.5  # finetune.aux_rec_weight of the runs
 
@@ -247,7 +247,7 @@ def test_a_dit_that_reads_the_fused_map_is_refused_naming_the_keys(tmp_path, dat
 
 def test_init_line_says_when_pre_training_registered_its_pairs_otherwise(data_root, pretrained):
     """The pre-training run registered nothing (register_iterations 0): silent at 0, named at 8."""
-    from ma2mi_jax.train.finetune import init as init_lib
+    from ma2mi_jax.train.finetune import starting_point as init_lib
 
     config = tiny_config(data_root, "unused", init=pretrained[0])
     assert init_lib.registration_note(config, pretrained[0]) == ""

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ma2mi_jax.data.device_augment import PairAugment
-from ma2mi_jax.train.finetune.data import FoldBatches, fold_seed
+from ma2mi_jax.train.finetune.inputs import FoldBatches, fold_seed
 
 AUG = PairAugment(crop_pad=2, rotation_deg=5.0, flip=True)
 

@@ -21,8 +21,9 @@ from pretrain_fixture import config_file
 from ma2mi_jax import losses
 from ma2mi_jax.models import miacnet
 from ma2mi_jax.models import vae as vae_lib
-from ma2mi_jax.train import pretrain_state, pretrain_step
-from ma2mi_jax.train.finetune import step as finetune_step
+from ma2mi_jax.train.finetune import fold_step as finetune_step
+from ma2mi_jax.train.pretrain import state as pretrain_state
+from ma2mi_jax.train.pretrain import step as pretrain_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ||g32 - g64|| / ||g64|| per leaf: float32 rounding (2^-24 ~ 6e-8) grown through ~40 layers and

@@ -8,9 +8,9 @@ from finetune_fixture import fixed_data, fold_runner, tiny_config
 from sklearn.linear_model import LogisticRegression
 
 from ma2mi_jax.train import finetune, optim
+from ma2mi_jax.train.finetune import fold_step as step_lib
 from ma2mi_jax.train.finetune import head_init
-from ma2mi_jax.train.finetune import step as step_lib
-from ma2mi_jax.train.finetune.trainer import GroupTrainer
+from ma2mi_jax.train.finetune.group_loop import GroupTrainer
 
 
 def _fit(x, y):
@@ -82,8 +82,8 @@ def test_every_fold_starts_at_its_own_probe(compile_cache):
 
 def test_a_resumed_group_restores_its_heads_without_fitting_them_again(tmp_path, compile_cache):
     """A fresh start fits the probe heads once; resuming from a checkpoint restores them, no new fit."""
-    from ma2mi_jax.train.finetune import layout, plan
-    from ma2mi_jax.train.finetune import trainer as trainer_lib
+    from ma2mi_jax.train.finetune import group_loop as trainer_lib
+    from ma2mi_jax.train.finetune import plan, workdir_files
 
     config = tiny_config("unused", "unused")
     model = finetune.build_classifier(config)
@@ -102,12 +102,12 @@ def test_a_resumed_group_restores_its_heads_without_fitting_them_again(tmp_path,
         batches=None, keys=None, fresh=step_lib.init_fold_state(variables, tx),
         labels=np.asarray(data["labels"]), eval_batch_size=8, fit_heads=lambda: fits.append(1) or fitted,
     )  # fmt: skip
-    ckpt = layout.group_checkpoints(tmp_path, "group_000", keep=2)
+    ckpt = workdir_files.group_checkpoints(tmp_path, "group_000", keep=2)
     state, history, _, start = trainer_lib._resume(trainer, ckpt)
     assert start == 0 and len(fits) == 1
     ckpt.save(1, runner.stacked(state), meta={"epoch": 1, "history": history})
     ckpt.close()
-    ckpt = layout.group_checkpoints(tmp_path, "group_000", keep=2)
+    ckpt = workdir_files.group_checkpoints(tmp_path, "group_000", keep=2)
     state, _, _, start = trainer_lib._resume(trainer, ckpt)
     ckpt.close()
     assert start == 1 and len(fits) == 1
@@ -118,7 +118,7 @@ def test_a_resumed_group_restores_its_heads_without_fitting_them_again(tmp_path,
 
 def test_unknown_head_init_names_its_key():
     from ma2mi_jax.errors import ConfigError
-    from ma2mi_jax.train.finetune.validate import validate_finetune_config
+    from ma2mi_jax.train.finetune.checks import validate_finetune_config
 
     with pytest.raises(ConfigError, match=r"finetune\.head_init must be one of \['zero', 'probe'\]"):
         validate_finetune_config(tiny_config("unused", "unused", **{"finetune.head_init": "lp"}))

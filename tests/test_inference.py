@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from finetune_fixture import tiny_config, write_casme2
 
-from ma2mi_jax import gradcam, inference
+from ma2mi_jax.serving import classifier, gradcam
 from ma2mi_jax.train import finetune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def _fold_probabilities(workdir, fold):
 def test_export_load_predict_reproduces_training_predictions(trained, tmp_path):
     _, workdir, config = trained
     (path,) = finetune.export_from_workdir(workdir, tmp_path / "sub02", fold="sub02")
-    clf = inference.load_classifier(path)
+    clf = classifier.load_classifier(path)
     assert clf.class_names == tuple(config.data.class_names) and clf.image_size == 32
     assert clf.meta["test_subjects"] == ["sub02"] and clf.meta["model"]["resnet_width"] == 8
     samples, _ = finetune.read_data(config)
@@ -63,7 +63,7 @@ def test_export_load_predict_reproduces_training_predictions(trained, tmp_path):
     )
     # The folds' models differ: another fold's export predicts other probabilities for the same pair.
     (other,) = finetune.export_from_workdir(workdir, tmp_path / "sub03", fold="sub03")
-    q = inference.load_classifier(other).predict_pair(s.onset_path, s.apex_path)["probabilities"]
+    q = classifier.load_classifier(other).predict_pair(s.onset_path, s.apex_path)["probabilities"]
     assert np.abs(q - expected[0]).max() > 1e-6
 
 
@@ -71,7 +71,7 @@ def test_export_every_fold_and_the_final_model(trained, tmp_path):
     _, workdir, _ = trained
     paths = finetune.export_from_workdir(workdir, tmp_path / "all_folds")
     assert sorted(p.name for p in paths) == ["all", "sub01", "sub02", "sub03", "sub04"]
-    final = inference.load_classifier(tmp_path / "all_folds" / "all")
+    final = classifier.load_classifier(tmp_path / "all_folds" / "all")
     assert final.meta["fold"] == "all" and final.meta["test_subjects"] == []
     frame = np.full((48, 40, 3), 100, np.uint8)
     out = final.predict_pair(frame, frame + 20)
@@ -96,13 +96,13 @@ def test_export_refuses_to_overwrite_and_unknown_fold(trained, tmp_path):
 def test_load_rejects_non_exports_and_mismatching_architecture(trained, tmp_path):
     _, workdir, _ = trained
     with pytest.raises(FileNotFoundError, match="not an exported classifier"):
-        inference.load_classifier(tmp_path)
+        classifier.load_classifier(tmp_path)
     (path,) = finetune.export_from_workdir(workdir, tmp_path / "e", fold="sub01")
     meta = json.loads((path / "classifier.json").read_text())
     meta["model"]["resnet_width"] = 16
     (path / "classifier.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"(?s)mismatching key.*model \(16,\), checkpoint \(8,\)"):
-        inference.load_classifier(path)
+        classifier.load_classifier(path)
 
 
 def test_fine_tuning_can_start_from_an_export(trained, tmp_path):
@@ -113,7 +113,7 @@ def test_fine_tuning_can_start_from_an_export(trained, tmp_path):
     model = finetune.build_classifier(config)
     variables, line = finetune.initial_variables(config, model)
     assert "exported classifier" in line
-    exported = inference.load_exported_variables(path)
+    exported = classifier.load_exported_variables(path)
     jax.tree.map(np.testing.assert_array_equal, variables["params"]["miacnet"], exported["params"]["miacnet"])
     assert not np.asarray(variables["params"]["head"]["kernel"]).any()  # head starts at zero
 
@@ -121,7 +121,7 @@ def test_fine_tuning_can_start_from_an_export(trained, tmp_path):
 def test_gradcam_heat_map(trained, tmp_path):
     _, workdir, config = trained
     (path,) = finetune.export_from_workdir(workdir, tmp_path / "e", fold="sub01")
-    clf = inference.load_classifier(path)
+    clf = classifier.load_classifier(path)
     samples, _ = finetune.read_data(config)
     s = samples[0]
     heat, k = gradcam.gradcam(clf, s.onset_path, s.apex_path)

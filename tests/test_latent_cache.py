@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ma2mi_jax.data import decode, latent_cache, pipeline
+from ma2mi_jax.data import latent_cache
+from ma2mi_jax.data import pretrain_pipeline as pipeline
+from ma2mi_jax.data.media import decode
 from ma2mi_jax.data.records import DataError, MacroClip
 
 SIZE = 16

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn import metrics as sklearn_metrics
 
-from ma2mi_jax import metrics
-
-sklearn_metrics = pytest.importorskip("sklearn.metrics")
+from ma2mi_jax.evaluation import metrics
 
 
 def test_hand_computed_three_classes():

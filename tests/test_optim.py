@@ -78,7 +78,7 @@ def test_head_only_epochs_out_of_range_names_its_key(epochs):
     from finetune_fixture import tiny_config
 
     from ma2mi_jax.errors import ConfigError
-    from ma2mi_jax.train.finetune.validate import validate_finetune_config
+    from ma2mi_jax.train.finetune.checks import validate_finetune_config
 
     config = tiny_config("unused", "unused", **{"train.epochs": 3, "finetune.head_only_epochs": epochs})
     with pytest.raises(

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ma2mi_jax.data import pipeline
+from ma2mi_jax.data import micro_pairs
+from ma2mi_jax.data import pretrain_pipeline as pipeline
 from ma2mi_jax.data.records import DataError, MacroClip, MicroSample, ReadReport
 
 AUG = {"crop_pad": 3, "rotation_deg": 15.0, "flip": True}
@@ -197,16 +198,16 @@ def _micro(root, n=10, subjects=5) -> list[MicroSample]:
 
 def test_load_micro_pairs_and_bad_samples(tmp_path):
     samples = _micro(tmp_path)
-    pairs = pipeline.load_micro_pairs(samples, 8)
+    pairs = micro_pairs.load_micro_pairs(samples, 8)
     assert pairs.shape == (10, 2, 8, 8, 3) and pairs.dtype == np.uint8
     np.testing.assert_array_equal(pairs[:, 0, 0, 0, 0], np.arange(10))
     np.testing.assert_array_equal(pairs[:, 1, 0, 0, 0], 100 + np.arange(10))
     (tmp_path / "m4_3.png").write_bytes(b"broken")
     with pytest.raises(DataError, match=r"sample s4.*m4_3\.png"):
-        pipeline.load_micro_pairs(samples, 8)
+        micro_pairs.load_micro_pairs(samples, 8)
     report = ReadReport("synthetic")
-    pairs = pipeline.load_micro_pairs(samples, 8, strict=False, report=report)
+    pairs = micro_pairs.load_micro_pairs(samples, 8, strict=False, report=report)
     assert [c for c, _ in report.dropped] == ["s4"]
-    kept, kept_pairs = pipeline.drop_bad_pairs(samples, pairs, report)
+    kept, kept_pairs = micro_pairs.drop_bad_pairs(samples, pairs, report)
     assert len(kept) == 9 and "s4" not in [s.clip_id for s in kept]
     np.testing.assert_array_equal(kept_pairs[:, 0, 0, 0, 0], [0, 1, 2, 3, 5, 6, 7, 8, 9])

@@ -13,8 +13,8 @@ import pytest
 from pretrain_fixture import make_dfew, run_processes, run_subprocess, tiny_config
 
 from ma2mi_jax import checkpoints
-from ma2mi_jax.train import pretrain_state as state_lib
-from ma2mi_jax.train import pretrain_step
+from ma2mi_jax.train.pretrain import state as state_lib
+from ma2mi_jax.train.pretrain import step as pretrain_step
 
 # The run every end-to-end test compares with: 6 steps, checkpoints at 2, 4, 6, pictures at 3 and 6.
 RUN = {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from finetune_fixture import tiny_config
 
-from ma2mi_jax import probe
+from ma2mi_jax.evaluation import probe
 from ma2mi_jax.models import miacnet as miacnet_lib
 
 K = 5

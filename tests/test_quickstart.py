@@ -49,9 +49,9 @@ def test_quickstart_runs_the_whole_chain(tmp_path):
     assert (out / "classifier" / "classifier.json").is_file()
     assert (out / "data" / "casme2" / "preview.png").is_file()
 
-    from ma2mi_jax import inference
+    from ma2mi_jax.serving import classifier
 
-    clf = inference.load_classifier(out / "classifier")
+    clf = classifier.load_classifier(out / "classifier")
     casme2 = out / "data" / "casme2" / "Cropped"
     clip = next(p for p in sorted(casme2.rglob("*")) if p.is_dir() and any(p.glob("*.jpg")))
     frames = sorted(clip.glob("*.jpg"))

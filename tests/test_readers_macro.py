@@ -8,7 +8,8 @@ import fixtures_data as fx
 import pytest
 
 from ma2mi_jax import configlib
-from ma2mi_jax.data import afew, dfew, ferv39k, folders, readers
+from ma2mi_jax.data.readers import afew, dfew, ferv39k, macro_folders
+from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError
 
 DFEW = configlib.DFEW_CLASSES
@@ -151,28 +152,28 @@ def test_frame_folders_and_video_folder(tmp_path):
     fx.write_frames(os.path.join(frames_root, "a"), [1, 2, 10], "f{n}.png")
     fx.write_frames(os.path.join(frames_root, "group", "b"), [3, 4], "{n:03d}.jpg")
     fx.write_frames(os.path.join(frames_root, "c"), [7], "{n}.jpg")
-    clips, report = folders.read_frame_folders(frames_root)
+    clips, report = macro_folders.read_frame_folders(frames_root)
     assert [(c.clip_id, c.num_frames) for c in clips] == [("a", 3), ("group/b", 2)]
     assert os.path.basename(clips[0].frame_paths[-1]) == "f10.png"
     assert report.dropped == [("c", "1 frame(s): a training pair needs 2")]
     fx.write_garbage(os.path.join(frames_root, "a", "f2.png"), b"")
     with pytest.raises(DataError, match=r"clip a: empty image file\(s\) .*f2\.png"):
-        folders.read_frame_folders(frames_root)
+        macro_folders.read_frame_folders(frames_root)
 
     video_root = str(tmp_path / "videos")
     fx.write_video(os.path.join(video_root, "x.avi"), 3)
     fx.write_video(os.path.join(video_root, "sub", "y.avi"), 2)
-    clips, _ = folders.read_video_folder(video_root)
+    clips, _ = macro_folders.read_video_folder(video_root)
     assert [(c.clip_id, c.num_frames) for c in clips] == [("sub/y.avi", 2), ("x.avi", 3)]
     fx.write_garbage(os.path.join(video_root, "z.mp4"))
     with pytest.raises(DataError, match=r"clip z\.mp4: OpenCV cannot open the video .*z\.mp4"):
-        folders.read_video_folder(video_root)
+        macro_folders.read_video_folder(video_root)
     fx.write_garbage(os.path.join(video_root, "empty.mp4"), b"")
-    clips, report = folders.read_video_folder(video_root, strict=False)
+    clips, report = macro_folders.read_video_folder(video_root, strict=False)
     assert len(clips) == 2 and {c for c, _ in report.dropped} == {"z.mp4", "empty.mp4"}
     with pytest.raises(DataError, match=r"no usable clips under .*nothing"):
         os.makedirs(tmp_path / "nothing")
-        folders.read_video_folder(str(tmp_path / "nothing"))
+        macro_folders.read_video_folder(str(tmp_path / "nothing"))
 
 
 def test_read_macro_dispatch(tmp_path):

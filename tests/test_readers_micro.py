@@ -9,7 +9,8 @@ import fixtures_data as fx
 import pytest
 
 from ma2mi_jax import configlib
-from ma2mi_jax.data import casme2, mmew, readers, samm
+from ma2mi_jax.data.readers import casme2, mmew, samm
+from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError
 
 C = fx.MicroClip

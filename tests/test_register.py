@@ -93,7 +93,7 @@ def test_miacnet_action_input_is_registered():
 def test_a_pair_registered_beforehand_gives_what_the_model_registers_itself():
     """Fine-tuning registers every pair once (`step.fold_data`, int16 fixed point) and passes the
     difference as `motion`: the condition is the model's own registered one, to float rounding."""
-    from ma2mi_jax.train.finetune import step
+    from ma2mi_jax.train.finetune import fold_step as step
 
     rng = np.random.default_rng(5)
     img = _face(rng)

@@ -8,7 +8,8 @@ import fixtures_data as fx
 import openpyxl
 import pytest
 
-from ma2mi_jax.data import frames, sheets
+from ma2mi_jax.data.media import frames
+from ma2mi_jax.data.readers import sheets
 from ma2mi_jax.data.records import DataError
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from ma2mi_jax.models import resnet, small_map_conv
+from ma2mi_jax.cpu import small_map_conv
+from ma2mi_jax.models import resnet
 
 DN = ("NHWC", "HWIO", "NHWC")
 

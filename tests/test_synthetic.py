@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import importlib
 import json
 import os
 
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 
 from ma2mi_jax import configlib
-from ma2mi_jax.data import synthetic, synthetic_aus, synthetic_face, synthetic_layouts
-from ma2mi_jax.data.synthetic import Knobs
+from ma2mi_jax.data.synthetic import action_units, faces, layouts
+from ma2mi_jax.data.synthetic import generator as synthetic
+from ma2mi_jax.data.synthetic.generator import Knobs
 
 SIZE = 32
 SCALE = 0.1
@@ -71,7 +73,7 @@ def test_worker_count_does_not_change_the_output(generated, tmp_path):
 
 @pytest.mark.parametrize("layout", ["casme2", "samm", "mmew"])
 def test_micro_layouts_read_by_the_real_readers(generated, layout):
-    reader = pytest.importorskip(f"ma2mi_jax.data.{layout}")
+    reader = importlib.import_module(f"ma2mi_jax.data.readers.{layout}")
     root, specs = generated[layout]
     label_map = {"other": "others"} if layout == "samm" else {}
     samples, report = reader.read(root, class_names=CLASSES[layout], label_map=label_map)
@@ -85,7 +87,7 @@ def test_micro_layouts_read_by_the_real_readers(generated, layout):
     assert not report.repaired
     by_folder = {os.path.dirname(s.onset_path): s for s in samples}
     for spec in specs:
-        folder = os.path.join(root, synthetic_layouts.clip_dir(spec))
+        folder = os.path.join(root, layouts.clip_dir(spec))
         if spec.emotion.lower() not in {"other", *CLASSES[layout]}:
             continue
         s = by_folder[folder]
@@ -122,7 +124,7 @@ def test_micro_layout_files_are_where_the_releases_put_them(generated):
 
 
 def test_dfew_layout_read_by_the_real_reader(generated):
-    dfew = pytest.importorskip("ma2mi_jax.data.dfew")
+    dfew = importlib.import_module("ma2mi_jax.data.readers.dfew")
     root, specs = generated["dfew"]
     clips, _ = dfew.read(root, source="frames", class_names=configlib.DFEW_CLASSES)
     assert len(clips) == len(specs) == 31  # 300 x 0.1 rounded per class
@@ -165,10 +167,10 @@ def test_micro_displacement_is_about_a_pixel_and_macro_is_larger():
 
 def _mouth_and_brow(spec, size):
     idn = synthetic._identity(
-        spec.seed[0], synthetic_layouts.PROFILES[spec.layout].identity_space, spec.subject
+        spec.seed[0], layouts.PROFILES[spec.layout].identity_space, spec.subject
     )
-    m = synthetic_face.landmarks(idn, size)
-    r = 0.18 * synthetic_face.face_scale(idn, size)
+    m = faces.landmarks(idn, size)
+    r = 0.18 * faces.face_scale(idn, size)
     mouth = [m["mouth_corner_l"], m["mouth_corner_r"], m["lip_lower"]]
     brows = [m["brow_inner_l"], m["brow_inner_r"], m["brow_outer_l"], m["brow_outer_r"]]
     return mouth, brows, r
@@ -216,7 +218,7 @@ def test_macro_frames_change_more_than_micro_frames(generated):
 
 def test_envelope_rises_to_apex_and_falls_to_offset():
     t = np.arange(20)
-    e = synthetic_aus.envelope(t, 2, 8, 15)
+    e = action_units.envelope(t, 2, 8, 15)
     assert e[2] == 0 and e[8] == pytest.approx(1.0) and e[15] == pytest.approx(0.0, abs=1e-12)
     assert np.all(np.diff(e[2:9]) > 0) and np.all(np.diff(e[8:16]) < 0)
     assert np.all(e[:3] == 0) and np.all(e[15:] == 0)
@@ -224,26 +226,26 @@ def test_envelope_rises_to_apex_and_falls_to_offset():
 
 def test_every_emotion_and_au_has_a_field():
     size = 48
-    idn = synthetic_face.sample_identity(np.random.default_rng(0))
-    marks = synthetic_face.landmarks(idn, size)
-    scale = synthetic_face.face_scale(idn, size)
-    for au in synthetic_aus.AU_PUSHES:
-        f = synthetic_aus.au_field(au, marks, scale, size)
+    idn = faces.sample_identity(np.random.default_rng(0))
+    marks = faces.landmarks(idn, size)
+    scale = faces.face_scale(idn, size)
+    for au in action_units.AU_PUSHES:
+        f = action_units.au_field(au, marks, scale, size)
         assert np.linalg.norm(f, axis=-1).max() == pytest.approx(1.0, rel=1e-5)
-    left = synthetic_aus.au_field("R12", marks, scale, size)  # subject's right = image left
+    left = action_units.au_field("R12", marks, scale, size)  # subject's right = image left
     assert np.abs(left[:, : size // 2]).sum() > 20 * np.abs(left[:, size // 2 :]).sum()
     rng = np.random.default_rng(0)
-    for emotion in [*synthetic_aus.EMOTION_AUS, "others"]:
-        aus = synthetic_aus.sample_aus(emotion, rng)
-        assert all(a in synthetic_aus.AU_PUSHES or a[1:] in synthetic_aus.AU_PUSHES for a in aus)
+    for emotion in [*action_units.EMOTION_AUS, "others"]:
+        aus = action_units.sample_aus(emotion, rng)
+        assert all(a in action_units.AU_PUSHES or a[1:] in action_units.AU_PUSHES for a in aus)
     with pytest.raises(KeyError, match="no AU table"):
-        synthetic_aus.sample_aus("boredom", rng)
+        action_units.sample_aus("boredom", rng)
 
 
 def test_face_renders_at_any_size_and_differs_between_people():
-    a = synthetic_face.render_face(synthetic_face.sample_identity(np.random.default_rng(1)), 24)
-    b = synthetic_face.render_face(synthetic_face.sample_identity(np.random.default_rng(2)), 24)
-    big = synthetic_face.render_face(synthetic_face.sample_identity(np.random.default_rng(1)), 96)
+    a = faces.render_face(faces.sample_identity(np.random.default_rng(1)), 24)
+    b = faces.render_face(faces.sample_identity(np.random.default_rng(2)), 24)
+    big = faces.render_face(faces.sample_identity(np.random.default_rng(1)), 96)
     assert a.shape == (24, 24, 3) and big.shape == (96, 96, 3)
     assert np.abs(a - b).mean() > 5
     assert a.min() >= 0 and a.max() <= 255
@@ -260,7 +262,7 @@ def test_refuses_a_non_empty_out_and_leaves_nothing_half_written(tmp_path, monke
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(synthetic_layouts, "write_annotations", broken)
+    monkeypatch.setattr(layouts, "write_annotations", broken)
     with pytest.raises(OSError, match="disk full"):
         synthetic.generate("mmew", str(out), size=SIZE, clips_scale=0.05, progress=False, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["data"] and os.listdir(out) == ["keep.txt"]
@@ -288,8 +290,8 @@ def test_macro_set_covers_every_action_unit_of_the_micro_sets():
 
     base = lambda au: au.lstrip("LR")
     macro = {base(au) for spec in synthetic.plan("dfew") for e in spec.events for au in e.aus}
-    micro = {base(au) for variants in synthetic_aus.EMOTION_AUS.values() for _, aus in variants for au in aus}
-    micro |= {base(au) for au in synthetic_aus.OTHERS_POOL}
+    micro = {base(au) for variants in action_units.EMOTION_AUS.values() for _, aus in variants for au in aus}
+    micro |= {base(au) for au in action_units.OTHERS_POOL}
     assert micro <= macro, sorted(micro - macro)
 
 

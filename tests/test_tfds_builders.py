@@ -7,7 +7,8 @@ import grain
 import numpy as np
 import pytest
 
-from ma2mi_jax.data import latent_cache, pipeline, tfds_builders
+from ma2mi_jax.data import latent_cache, micro_pairs, tfds_builders
+from ma2mi_jax.data import pretrain_pipeline as pipeline
 from ma2mi_jax.data.records import DataError, MacroClip, MicroSample
 
 
@@ -44,7 +45,7 @@ def test_micro_pairs_round_trip_through_grain(tmp_path):
     assert list((tmp_path / "tfds" / "micro_pairs" / "casme2_8" / "1.0.0").glob("*.array_record-*"))
     src = tfds_builders.micro_pairs_source(str(tmp_path / "tfds"), name)
     assert len(src) == 5
-    expected = pipeline.load_micro_pairs(samples, 8)
+    expected = micro_pairs.load_micro_pairs(samples, 8)
     # Grain reads the source with random access; record i is sample i.
     ds = grain.MapDataset.source(src).map(
         lambda r: {"pair": np.stack([r["onset"], r["apex"]]), "i": r["index"]}

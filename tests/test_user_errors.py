@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from ma2mi_jax import cli, configlib, errors, preflight
-from ma2mi_jax.data import casme2, decode, dfew, facecrop, folders, frames, readers
+from ma2mi_jax.data.media import decode, facecrop, frames
+from ma2mi_jax.data.readers import casme2, dfew, macro_folders
+from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError, MacroClip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,8 +181,8 @@ def test_truncated_frame_of_a_frame_folder_clip(tmp_path):
             write_noisy_jpeg(os.path.join(root, clip, f"{n}.jpg"), seed=n)
     bad = truncate(os.path.join(root, "b", "2.jpg"))
     with pytest.raises(DataError, match=rf"clip b: truncated image file\(s\) {bad}"):
-        folders.read_frame_folders(root)
-    clips, report = folders.read_frame_folders(root, strict=False)
+        macro_folders.read_frame_folders(root)
+    clips, report = macro_folders.read_frame_folders(root, strict=False)
     assert [c.clip_id for c in clips] == ["a"]
     assert report.dropped[0][0] == "b" and "truncated JPEG" in report.dropped[0][1]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+import diffusers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,7 +98,6 @@ def test_flax_msgpack_folder(tiny_vae, tmp_path):
 def test_torch_diffusers_autoencoder_matches(tmp_path):
     """A folder written by diffusers' PyTorch AutoencoderKL loads without torch and encodes the same."""
     torch = pytest.importorskip("torch")
-    diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
     ref = diffusers.AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * 3,

@@ -7,7 +7,7 @@ import os
 import pytest
 from pretrain_fixture import tiny_config
 
-from ma2mi_jax.train import validate
+from ma2mi_jax.train.pretrain import checks as validate
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_pixel_space_ignores_the_vae_folder(root):
 
 
 def test_train_and_evaluate_fails_before_writing_anything(root, tmp_path):
-    from ma2mi_jax.train import pretrain
+    from ma2mi_jax.train.pretrain import job as pretrain
 
     workdir = str(tmp_path / "run")
     with pytest.raises(validate.ConfigError, match=r"data\.k_min"):

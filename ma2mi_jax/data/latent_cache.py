@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tqdm
 
-from ma2mi_jax.data import decode, facecrop
+from ma2mi_jax.data.media import decode, facecrop
 from ma2mi_jax.data.records import DataError, MacroClip
 from ma2mi_jax.errors import ConfigError
 

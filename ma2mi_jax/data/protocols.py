@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ma2mi_jax.data.frames import natural_key
+from ma2mi_jax.data.media.frames import natural_key
 from ma2mi_jax.data.records import DataError, MicroSample
 from ma2mi_jax.errors import ConfigError
 

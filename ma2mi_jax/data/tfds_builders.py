@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from ma2mi_jax.data import pipeline
+from ma2mi_jax.data import micro_pairs
 from ma2mi_jax.data.latent_cache import LatentCache
 from ma2mi_jax.data.records import DataError, MicroSample
 
@@ -107,7 +107,7 @@ class MicroPairs(tfds.core.GeneratorBasedBuilder):
         samples = self._samples
         pairs = self._pairs
         if pairs is None:
-            pairs = pipeline.load_micro_pairs(samples, self._image_size)  # [N,2,S,S,3]
+            pairs = micro_pairs.load_micro_pairs(samples, self._image_size)  # [N,2,S,S,3]
         for i, s in enumerate(samples):
             yield (
                 i,

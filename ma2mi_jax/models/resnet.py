@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ma2mi_jax.models import small_map_conv
+from ma2mi_jax.cpu import small_map_conv
 
 # torchvision's BatchNorm2d: momentum 0.1 (Flax keeps 1 - momentum of the old value), eps 1e-5.
 BN_MOMENTUM = 0.9

@@ -35,10 +35,12 @@ import optax
 import tqdm
 
 from ma2mi_jax import checkpoints
-from ma2mi_jax.data import decode, readers
+from ma2mi_jax.data.media import decode
+from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import MacroClip
 from ma2mi_jax.models import vae as vae_lib
-from ma2mi_jax.train import diagnostics, observe, optim
+from ma2mi_jax.train import observe, optim
+from ma2mi_jax.train.pretrain import diagnostics
 
 SUMMARY_FILE = "autoencoder.json"
 PICTURE_FILE = "reconstructions.png"

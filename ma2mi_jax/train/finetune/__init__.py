@@ -1,39 +1,41 @@
 """Cross-validated fine-tuning of MIACNet on a micro-expression data set, all folds at once.
 
-`run_cross_validation(config, workdir)` (module `run`):
+`run_cross_validation(config, workdir)` (module `job`):
 1. reads the data set (printing what was kept, dropped and repaired), decodes every onset/apex pair
    once, and splits the samples into the protocol's folds, LOSO or subject-independent k-fold (`plan`);
 2. initialises the classifier from `config.init` (MA2MI pre-training workdir, exported classifier,
-   ImageNet ResNet18, or scratch) -- the same starting point for every fold (`init`), except for the
+   ImageNet ResNet18, or scratch) -- the same starting point for every fold (`starting_point`), except for the
    head with `finetune.head_init="probe"`: each fold's starts at a linear probe of its training
    subjects (`head_init`);
-3. trains the folds in groups of `finetune.folds_per_step` (`trainer`, `runner`, `step`): the data set
+3. trains the folds in groups of `finetune.folds_per_step` (`group_loop`, `fold_execution`,
+   `fold_step`): the data set
    stays on the device, each fold's batches (indices and pair transforms, drawn on the host) come
-   from its own training subjects (`data`), and gathering, warping and the step run in one compiled
+   from its own training subjects (`inputs`), and gathering, warping and the step run in one compiled
    step, vmapped over the folds or one fold at a time (`finetune.sequential`); with
-   `finetune.aux_rec_weight > 0` the loss adds L_rec through each fold's copy of the pre-trained DiT (`aux`);
+   `finetune.aux_rec_weight > 0` the loss adds L_rec through each fold's copy of the pre-trained DiT
+   (`aux_rec`);
 4. evaluates every held-out sample with its own fold's model every `train.log_every` epochs and at
    the last epoch, and reports the pooled metrics of the LAST epoch (`results`: results.json,
    predictions.csv, confusion_matrix.png, console table). A best-epoch-per-fold figure, selected on
    the test subject, is printed only under a label saying so.
 
-Checkpoints (`layout`: workdir/checkpoints/<group>/<epoch>) hold the stacked fold state and the
+Checkpoints (`workdir_files`: workdir/checkpoints/<group>/<epoch>) hold the stacked fold state and the
 evaluation history; a killed run continues from the latest one and ends with the same results.json
 as an unbroken run. Finished groups leave workdir/folds/<group>.json.
 """
 
-from ma2mi_jax.train.finetune.data import FoldBatches, read_data
-from ma2mi_jax.train.finetune.init import build_classifier, initial_variables
-from ma2mi_jax.train.finetune.layout import (
+from ma2mi_jax.train.finetune.group_loop import build_group, fold_batches
+from ma2mi_jax.train.finetune.inputs import FoldBatches, read_data
+from ma2mi_jax.train.finetune.job import run_cross_validation
+from ma2mi_jax.train.finetune.plan import fold_specs_from_protocol, make_groups
+from ma2mi_jax.train.finetune.results import BEST_EPOCH_LABEL
+from ma2mi_jax.train.finetune.starting_point import build_classifier, initial_variables
+from ma2mi_jax.train.finetune.workdir_files import (
     FINAL_FOLD,
     export_from_workdir,
     load_fold_variables,
     trained_fold_names,
 )
-from ma2mi_jax.train.finetune.plan import fold_specs_from_protocol, make_groups
-from ma2mi_jax.train.finetune.results import BEST_EPOCH_LABEL
-from ma2mi_jax.train.finetune.run import run_cross_validation
-from ma2mi_jax.train.finetune.trainer import build_group, fold_batches
 
 __all__ = [
     "BEST_EPOCH_LABEL",

@@ -50,7 +50,7 @@ def probe_heads(
 
     Folds with the same training pairs (a group's padding folds) share one fit.
     """
-    from ma2mi_jax import probe
+    from ma2mi_jax.evaluation import probe
 
     module = probe.frozen_miacnet(config)
     chunk, n = int(config.probe.bn_batch), len(tuple(config.data.class_names))

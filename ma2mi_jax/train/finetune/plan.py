@@ -16,8 +16,8 @@ from ma2mi_jax import checkpoints
 from ma2mi_jax.data import protocols
 from ma2mi_jax.data.records import DataError, MicroSample
 from ma2mi_jax.errors import WorkdirError
-from ma2mi_jax.train.finetune import layout
-from ma2mi_jax.train.finetune.layout import FINAL_FOLD
+from ma2mi_jax.train.finetune import workdir_files
+from ma2mi_jax.train.finetune.workdir_files import FINAL_FOLD
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def plan_dict(
 
 def check_or_write_plan(workdir: Path, plan: dict) -> None:
     """Write plan.json, or check that a resumed run has the same plan."""
-    path = layout.plan_path(workdir)
+    path = workdir_files.plan_path(workdir)
     if path.exists():
         old = json.loads(path.read_text())
         diff = [k for k in sorted(set(old) | set(plan)) if old.get(k) != plan.get(k)]

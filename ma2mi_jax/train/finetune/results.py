@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints, metrics
+from ma2mi_jax import checkpoints
 from ma2mi_jax.data.records import MicroSample
+from ma2mi_jax.evaluation import metrics
 from ma2mi_jax.train.finetune.plan import FoldSpec
 
 BEST_EPOCH_LABEL = "best epoch per fold, selected on the test subject — optimistic, not a valid estimate"

@@ -1,0 +1,1 @@
+"""Media on disk: frame folders and videos, decoding, the face crop."""

@@ -1,0 +1,1 @@
+"""The procedural micro/macro-expression data sets written in the official layouts."""

@@ -1,0 +1,1 @@
+"""Serving a trained classifier: the exported model, prediction, and Grad-CAM."""

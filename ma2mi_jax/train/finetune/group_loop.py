@@ -1,0 +1,313 @@
+"""One group of folds: build its trainer, run and evaluate epochs, checkpoint, resume.
+
+`build_group` returns a `GroupTrainer` (the runner, the folds' batch streams and keys, the
+optimiser), which the benchmark and the tests reuse; `train_group` drives it from the latest
+checkpoint to the last epoch and returns the group's evaluation history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from ma2mi_jax import checkpoints, losses
+from ma2mi_jax.data.device_augment import PairAugment
+from ma2mi_jax.train import observe, optim
+from ma2mi_jax.train.finetune import workdir_files
+from ma2mi_jax.train.finetune.aux_rec import AuxReconstruction
+from ma2mi_jax.train.finetune.fold_execution import (
+    FoldGroupRunner,
+    GroupState,
+    fold_mesh,
+    padded_group_size,
+    runs_sequentially,
+)
+from ma2mi_jax.train.finetune.fold_step import (
+    broadcast_folds,
+    encoder_path,
+    fold_key,
+    frozen_modules,
+    init_fold_state,
+    make_fold_predict,
+    make_fold_step,
+    make_frame_step,
+    trainable_outside,
+)
+from ma2mi_jax.train.finetune.head_init import probe_heads
+from ma2mi_jax.train.finetune.inputs import FoldBatches, eval_index_batches, fold_seed
+from ma2mi_jax.train.finetune.plan import FoldSpec, Group
+
+log = logging.getLogger(__name__)
+
+# (the group's padded folds, steps per epoch, config) -> their training batches; tests pass their own.
+BatchSource = Callable[[Sequence[FoldSpec], int, ml_collections.ConfigDict], FoldBatches]
+
+
+def fold_batches(
+    folds: Sequence[FoldSpec], steps_per_epoch: int, config: ml_collections.ConfigDict
+) -> FoldBatches:
+    """The default batches: one stream per fold, seeded by (config.seed, the fold's global index)."""
+    return FoldBatches(
+        [f.train_indices for f in folds],
+        [fold_seed(int(config.seed), f.index) for f in folds],
+        int(config.train.batch_size),
+        steps_per_epoch,
+        PairAugment.from_config(config.data.augment),
+        int(config.data.image_size),
+    )
+
+
+@dataclasses.dataclass
+class GroupTrainer:
+    """Everything one group's training needs; `real` folds are reported, `padded` ones also run."""
+
+    group: Group
+    real: list[FoldSpec]
+    padded: list[FoldSpec]
+    runner: FoldGroupRunner
+    tx: optax.GradientTransformation
+    batches: FoldBatches
+    keys: Any  # key[F] of the padded folds
+    fresh: Any  # one fold's state at step 0 (FoldState)
+    labels: np.ndarray  # int32[N], for the held-out accuracy line
+    eval_batch_size: int
+    # finetune.head_init="probe": fits {"kernel" [F,D,N], "bias" [F,N]}, a head per padded fold
+    fit_heads: Callable[[], dict] | None = None
+
+    def initial_state(self, fitted_heads: bool = True) -> GroupState:
+        """Every fold at step 0 from the same variables (and its own fitted head, with `fit_heads`).
+
+        fitted_heads=False skips the fit: a resumed run's restore template only needs the shapes.
+        """
+        state = broadcast_folds(self.fresh, len(self.padded))
+        if self.fit_heads is not None and fitted_heads:
+            classifier = {
+                **state.params["classifier"],
+                "head": {k: jnp.asarray(v) for k, v in self.fit_heads().items()},
+            }
+            state = state.replace(params={**state.params, "classifier": classifier})
+        return self.runner.group_state(state)
+
+    def run_epoch(
+        self, state: GroupState, epoch: int, on_fold: Callable[[int], None] | None = None
+    ) -> tuple[GroupState, dict[str, float]]:
+        """Train every fold for epoch `epoch` (1-based); mean training statistics over the real folds."""
+        state, metrics = self.runner.run_epoch(state, self.batches.epoch(epoch), self.keys, on_fold)  # [S,F]
+        return state, {k: float(np.mean(v[:, : len(self.real)])) for k, v in metrics.items()}
+
+    def evaluate(self, state: GroupState) -> list[np.ndarray]:
+        """Probabilities f32[n_test, N] of every real fold's held-out samples through its own model."""
+        idx, mask = eval_index_batches([f.test_indices for f in self.padded], self.eval_batch_size)
+        probs = self.runner.predict(state, idx)  # [nb,F,B,N]
+        return [probs[:, f][mask[:, f]] for f in range(len(self.real))]
+
+
+def build_group(
+    group: Group,
+    *,
+    config: ml_collections.ConfigDict,
+    model: Any,
+    variables: dict,
+    data: dict,
+    aux: AuxReconstruction | None = None,
+    batch_source: BatchSource = fold_batches,
+) -> GroupTrainer:
+    """The trainer of one group: `data` is `step.fold_data(pairs, labels)` on the host."""
+    ft = config.finetune
+    frozen = frozen_modules(ft)
+    tx = optim.make_optimizer(
+        config.train,
+        int(config.train.epochs) * group.steps_per_epoch,
+        trainable_outside(frozen) if frozen else None,
+        held=encoder_path,
+        hold_steps=int(ft.head_only_epochs) * group.steps_per_epoch,
+    )
+    sequential = runs_sequentially(ft)
+    mesh = None if sequential else fold_mesh()
+    real = list(group.folds)
+    padded = real + [real[0]] * (padded_group_size(len(real), mesh) - len(real))
+    frame_step = make_frame_step(
+        model,
+        tx,
+        losses.cross_entropy,
+        frozen,
+        aux_loss=None if aux is None else aux.loss,
+        aux_weight=float(ft.aux_rec_weight),
+    )
+    augment = PairAugment.from_config(config.data.augment)
+    runner = FoldGroupRunner(
+        make_fold_step(frame_step, augment),
+        make_fold_predict(model),
+        data,
+        sequential=sequential,
+        mesh=mesh,
+        frozen_inputs=None if aux is None else aux.frozen_inputs(),
+        fold_threads=int(ft.fold_threads),
+    )
+    keys = jnp.stack([fold_key(int(config.seed), f.index) for f in padded])
+    extra = None if aux is None else {"dit": aux.dit_params}
+    fit_heads = None
+    if str(ft.head_init) == "probe":
+        fit_heads = functools.partial(_fit_probe_heads, config, variables, data, padded, group.name)
+    return GroupTrainer(
+        group=group,
+        real=real,
+        padded=padded,
+        runner=runner,
+        tx=tx,
+        batches=batch_source(padded, group.steps_per_epoch, config),
+        keys=keys if sequential else runner.place(keys),
+        fresh=init_fold_state(variables, tx, extra),
+        labels=np.asarray(data["labels"]),
+        eval_batch_size=int(config.train.batch_size),
+        fit_heads=fit_heads,
+    )
+
+
+def _fit_probe_heads(
+    config: ml_collections.ConfigDict, variables: dict, data: dict, padded: list[FoldSpec], name: str
+) -> dict:
+    """finetune.head_init="probe": each padded fold's head fitted on its training pairs (`probe_heads`)."""
+    frames = np.asarray(data["frames"])  # [N,H,W,6]
+    pairs = np.stack([frames[..., :3], frames[..., 3:]], axis=1)  # [N,2,H,W,3]
+    train = [f.train_indices for f in padded]
+    heads = probe_heads(config, variables, pairs, np.asarray(data["labels"]), train)
+    log.info("%s: heads started at a linear probe of each fold's training subjects", name)
+    return heads
+
+
+def eval_epochs(epochs: int, every: int) -> set[int]:
+    """Epochs (1-based) at multiples of `every`, plus always the last."""
+    every = max(1, every)
+    return {e for e in range(1, epochs + 1) if e % every == 0} | {epochs}
+
+
+def check_finite(stats: dict, group: str, epoch: int) -> None:
+    """Stop with a clear message on a NaN/inf loss (checkpoints already written stay valid)."""
+    bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"{group}, epoch {epoch}: non-finite training statistics {bad}; lower train.lr, set "
+            "train.grad_clip, or check the data. Earlier checkpoints are kept."
+        )
+
+
+def _record_evaluation(
+    trainer: GroupTrainer, history: dict, epoch: int, probabilities: list[np.ndarray]
+) -> float:
+    """Append the epoch's predictions to `history`; returns the held-out accuracy."""
+    history["epochs"].append(epoch)
+    correct = total = 0
+    for f, p in zip(trainer.real, probabilities, strict=True):
+        pred = p.argmax(-1)
+        history["predictions"][f.name].append(pred.tolist())
+        correct += int((pred == trainer.labels[f.test_indices]).sum())
+        total += len(pred)
+    return correct / max(total, 1)
+
+
+def _epoch_line(group: str, epoch: int, epochs: int, stats: dict) -> str:
+    line = f"{group} epoch {epoch}/{epochs}: loss {stats['loss']:.4f} acc {stats['accuracy']:.3f}"
+    if "rec" in stats:
+        line += f" (ce {stats['ce']:.4f}, rec {stats['rec']:.4f})"
+    return line
+
+
+def _describe(trainer: GroupTrainer) -> str:
+    """One line: the group's folds, steps per epoch and fold mode."""
+    runner, group = trainer.runner, trainer.group
+    mode = "sequential" if runner.sequential else "vmapped"
+    if runner.sequential and runner.fold_threads > 1:
+        mode += f", {runner.fold_threads} folds at once"
+    if runner.mesh is not None:
+        mode += f" over {runner.mesh.devices.size} devices"
+    names = ", ".join(f.name for f in trainer.real)
+    return f"{group.name}: {len(trainer.real)} fold(s) [{names}], {group.steps_per_epoch} steps/epoch, {mode}"
+
+
+def _resume(trainer: GroupTrainer, ckpt: checkpoints.Checkpoints) -> tuple[GroupState, dict, dict, int]:
+    """(state, history, checkpoint meta, epochs done) from the latest checkpoint, or a fresh start."""
+    start = ckpt.latest_step() or 0
+    if not start:
+        history = {"epochs": [], "predictions": {f.name: [] for f in trainer.real}, "train": []}
+        return trainer.initial_state(), history, {}, 0
+    template = trainer.runner.stacked(trainer.initial_state(fitted_heads=False))
+    stacked, items = ckpt.restore(start, template)
+    meta = items["meta"]
+    log.info("%s: resumed at epoch %d", trainer.group.name, start)
+    return trainer.runner.group_state(stacked), meta["history"], meta, start
+
+
+def _evaluate_into(
+    trainer: GroupTrainer, state: GroupState, history: dict, epoch: int
+) -> tuple[list[np.ndarray], float, str]:
+    """Evaluate every real fold, record its predictions: (probabilities per fold, accuracy, log text)."""
+    probabilities = trainer.evaluate(state)
+    accuracy = _record_evaluation(trainer, history, epoch, probabilities)
+    n = sum(len(f.test_indices) for f in trainer.real)
+    return probabilities, accuracy, f" | held-out acc {accuracy:.3f} ({n} samples)"
+
+
+def train_group(
+    trainer: GroupTrainer,
+    *,
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    scalars: observe.Scalars,
+) -> dict:
+    """Train (or resume) one group of folds to the last epoch; returns its evaluation history.
+
+    history = {"epochs": [e...], "predictions": {fold: [[pred per test sample] per eval epoch]},
+               "probabilities": {fold: f32[n_test, N] at the last epoch}, "train": [...]}.
+    """
+    group, real, epochs = trainer.group, trainer.real, int(config.train.epochs)
+    ckpt = workdir_files.group_checkpoints(workdir, group.name, int(config.train.keep_checkpoints))
+    state, history, meta, start = _resume(trainer, ckpt)
+    evaluate_at = eval_epochs(epochs, int(config.train.log_every))
+    save_at = eval_epochs(epochs, int(config.train.checkpoint_every))
+    log.info("%s", _describe(trainer))
+    probabilities = (
+        [np.asarray(meta["probabilities"][f.name]) for f in real] if "probabilities" in meta else None
+    )
+    n = len(trainer.padded)
+    progress = observe.Progress(epochs * n, start * n, desc=group.name, unit="fold-epoch")
+    try:
+        for epoch in range(start + 1, epochs + 1):
+            t0 = time.perf_counter()
+            state, stats = trainer.run_epoch(
+                state, epoch, on_fold=lambda k, e=epoch: progress.update(k, epoch=e)
+            )
+            check_finite(stats, group.name, epoch)
+            history["train"].append({"epoch": epoch, **stats})
+            scalars.write(epoch, {f"{group.name}/train_{k}": v for k, v in stats.items()})
+            line = _epoch_line(group.name, epoch, epochs, stats)
+            if epoch in evaluate_at and any(len(f.test_indices) for f in real):
+                probabilities, accuracy, said = _evaluate_into(trainer, state, history, epoch)
+                line += said
+                scalars.write(epoch, {f"{group.name}/test_accuracy": accuracy})
+            log.info("%s (%.1fs)", line, time.perf_counter() - t0)
+            if epoch in save_at:
+                meta = {"epoch": epoch, "history": history}
+                if epoch == epochs and probabilities is not None:
+                    meta["probabilities"] = {f.name: p for f, p in zip(real, probabilities, strict=True)}
+                ckpt.save(epoch, trainer.runner.stacked(state), meta=meta)
+    finally:
+        progress.close()
+        ckpt.close()
+    history["probabilities"] = (
+        {f.name: np.asarray(p).tolist() for f, p in zip(real, probabilities, strict=True)}
+        if probabilities
+        else {}
+    )
+    return history

@@ -1,0 +1,103 @@
+"""`run_cross_validation`: read -> plan -> initialise -> train every group -> pooled results."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from ma2mi_jax import checkpoints, preflight
+from ma2mi_jax.evaluation import report
+from ma2mi_jax.models import miacnet
+from ma2mi_jax.train import mesh as mesh_lib
+from ma2mi_jax.train import observe
+from ma2mi_jax.train.finetune import plan, workdir_files
+from ma2mi_jax.train.finetune.aux_rec import aux_reconstruction
+from ma2mi_jax.train.finetune.checks import validate_finetune_config
+from ma2mi_jax.train.finetune.fold_step import fold_data
+from ma2mi_jax.train.finetune.group_loop import BatchSource, build_group, fold_batches, train_group
+from ma2mi_jax.train.finetune.inputs import read_data
+from ma2mi_jax.train.finetune.results import assemble_results
+from ma2mi_jax.train.finetune.starting_point import build_classifier, initial_variables
+
+log = logging.getLogger(__name__)
+
+
+def run_cross_validation(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, batch_source: BatchSource = fold_batches
+) -> dict:
+    """Fine-tune and evaluate every fold of the protocol; write and return the results.
+
+    The workdir, config and `config.init` are checked before the data set is read, and the
+    initial weights loaded before anything is written. `batch_source` makes each group's
+    training batch streams (tests pass one that observes or stops the run).
+    """
+    mesh_lib.maybe_initialize_distributed()
+    preflight.check_finetune(config, workdir)
+    validate_finetune_config(config)
+    samples, pairs = read_data(config)
+    specs = plan.fold_specs_from_protocol(config, samples)
+    final = plan.final_fold(len(specs), len(samples)) if config.finetune.final_model else None
+    groups = plan.make_groups(specs, int(config.finetune.folds_per_step), int(config.train.batch_size), final)
+    model = build_classifier(config)
+    variables, init_line = initial_variables(config, model)
+    aux = aux_reconstruction(config)
+    if aux is not None:
+        init_line += f"; {aux.source}"
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan.check_or_write_plan(workdir, plan.plan_dict(config, groups, samples))
+    checkpoints.save_config(workdir, config)
+    log.info("init: %s", init_line)
+    data = fold_data(
+        pairs,
+        np.asarray([s.label for s in samples], np.int32),
+        register_iterations=miacnet.register_iterations(config.model),
+        batch_size=int(config.train.batch_size),
+    )
+    scalars = observe.Scalars(str(workdir / "tb"))
+    histories: dict[str, dict] = {}
+    try:
+        for group in groups:
+            done = workdir_files.finished_group_path(workdir, group.name)
+            if done.exists():
+                history = json.loads(done.read_text())
+                log.info("%s: already finished (%s)", group.name, done)
+            else:
+                trainer = build_group(
+                    group, config=config, model=model, variables=variables, data=data, aux=aux,
+                    batch_source=batch_source,
+                )  # fmt: skip
+                history = train_group(trainer, config=config, workdir=workdir, scalars=scalars)
+                checkpoints.write_json(done, history)
+            histories.update({f.name: history for f in group.folds})
+    finally:
+        scalars.close()
+    results, rows = assemble_results(config, samples, specs, histories, init_line)
+    write_outputs(config, workdir, results, rows)
+    return results
+
+
+def write_outputs(config: ml_collections.ConfigDict, workdir: Path, results: dict, rows: list[dict]) -> None:
+    """results.json, predictions.csv, confusion_matrix.png and the console table."""
+    paths = {
+        "results": workdir / report.RESULTS_JSON,
+        "predictions": workdir / report.PREDICTIONS_CSV,
+        "confusion matrix": workdir / report.CONFUSION_PNG,
+    }
+    results["files"] = {k: str(v) for k, v in paths.items()}
+    if not observe.is_chief():  # on several processes, process 0 writes the files and the table
+        return
+    report.write_predictions_csv(paths["predictions"], rows, results["class_names"])
+    report.plot_confusion_matrix(
+        paths["confusion matrix"],
+        np.asarray(results["confusion_matrix"]),
+        results["class_names"],
+        title=f"{config.data.name} {config.protocol.name}, last epoch: acc {100 * results['accuracy']:.2f}%, "
+        f"UF1 {results['uf1']:.4f}",
+    )
+    checkpoints.write_json(paths["results"], results)
+    print(report.console_table(results, paths), flush=True)

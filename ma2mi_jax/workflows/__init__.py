@@ -1,0 +1,1 @@
+"""Workflows over both jobs: the quick start and the transfer experiment."""
