@@ -21,7 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ma2mi_jax import checkpoints
 from ma2mi_jax.errors import InitError, WorkdirError
+from ma2mi_jax.models import vae as vae_lib
+from ma2mi_jax.serving import classifier
 
 SCRATCH = "scratch"
 IMAGENET_PREFIX = "imagenet:"
@@ -98,9 +101,6 @@ def _alternatives() -> str:
 
 def check_init(init: str) -> None:
     """InitError unless `init` is "", "scratch", an existing "imagenet:<file>" or a usable folder."""
-    from ma2mi_jax import checkpoints
-    from ma2mi_jax.serving import classifier
-
     init = str(init).strip()
     if init in ("", SCRATCH):
         return
@@ -131,8 +131,6 @@ def check_init(init: str) -> None:
 
 def check_vae_folder(path: str) -> None:
     """InitError unless `path` ("" = random VAE) is a folder with the VAE's config and weights."""
-    from ma2mi_jax.models import vae as vae_lib
-
     if not path:
         return  # the random VAE
     if not os.path.isdir(path):
@@ -167,8 +165,6 @@ def check_pretrain(config: Any, workdir: str | os.PathLike) -> None:
     check_workdir(workdir)
     init = str(config.init).strip()
     if init:
-        from ma2mi_jax import checkpoints
-
         try:
             checkpoints.resolve(init)
         except checkpoints.CheckpointError as err:

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from ma2mi_jax.data.media import decode
+from ma2mi_jax.data.media import frames as frames_lib
 from ma2mi_jax.data.records import DataError, MacroClip
 
 
@@ -49,7 +50,7 @@ def test_missing_and_corrupt_images_name_the_file(tmp_path):
 def test_video_frames_in_requested_order(tmp_path):
     path = str(tmp_path / "v.avi")
     _write_video(path)
-    assert decode.video_frame_count(path) == 8
+    assert frames_lib.video_frame_count(path) == 8
     frames = decode.read_video_frames(path, [5, 2, 5], 16)
     assert [f.shape for f in frames] == [(16, 16, 3)] * 3
     np.testing.assert_allclose([f.mean() for f in frames], [100, 40, 100], atol=3)

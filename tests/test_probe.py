@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from finetune_fixture import tiny_config
 
-from ma2mi_jax.evaluation import probe
+from ma2mi_jax.evaluation import probe, probe_fit
 from ma2mi_jax.models import miacnet as miacnet_lib
 
 K = 5
@@ -25,7 +25,7 @@ def test_probe_separates_linearly_separable_features():
     centres = rng.normal(0, 4, (K, 16))
     x = centres[labels] + rng.normal(0, 1, (len(labels), 16))
     groups = np.tile(np.arange(10), 20)  # 10 "subjects", every class in each
-    out = probe.linear_probe(x, labels, _folds(groups), K)
+    out = probe_fit.linear_probe(x, labels, _folds(groups), K)
     assert out["uf1"] > 0.9 and out["uar"] > 0.9 and out["n"] == len(labels)
 
 
@@ -33,14 +33,14 @@ def test_probe_on_random_features_stays_near_chance():
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(K), 40)
     x = rng.normal(0, 1, (len(labels), 16))
-    out = probe.linear_probe(x, labels, _folds(np.tile(np.arange(10), 20)), K)
+    out = probe_fit.linear_probe(x, labels, _folds(np.tile(np.arange(10), 20)), K)
     assert out["uf1"] < 0.35  # chance is 0.2
 
 
 def test_probe_needs_every_sample_in_a_test_fold():
     x, labels = np.zeros((4, 2)), np.array([0, 1, 0, 1])
     with pytest.raises(ValueError, match="in no fold's test set"):
-        probe.linear_probe(x, labels, [(np.array([0, 1]), np.array([2]))], 2)
+        probe_fit.linear_probe(x, labels, [(np.array([0, 1]), np.array([2]))], 2)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def miacnet_and_pairs():
 
 def test_batch_statistics_are_the_exact_statistics_of_the_set(miacnet_and_pairs):
     module, variables, pairs = miacnet_and_pairs
-    stats = probe.precise_batch_stats(module, variables, pairs, chunk=len(pairs))
+    stats = probe_fit.precise_batch_stats(module, variables, pairs, chunk=len(pairs))
     # eval mode with the re-estimated statistics = train mode (batch statistics) on the whole set
     evaluated = module.apply(
         {"params": variables["params"], "batch_stats": stats}, pairs[:, 0], pairs[:, 1], train=False
@@ -62,7 +62,7 @@ def test_batch_statistics_are_the_exact_statistics_of_the_set(miacnet_and_pairs)
     trained, _ = module.apply(variables, pairs[:, 0], pairs[:, 1], train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(evaluated, trained["c"], rtol=1e-4, atol=1e-4)
     # in chunks, the first BatchNorm (after the first convolution) still gets the set's exact moments
-    chunked = probe.precise_batch_stats(module, variables, pairs, chunk=5)
+    chunked = probe_fit.precise_batch_stats(module, variables, pairs, chunk=5)
     for branch in ("action_encoder", "position_encoder"):
         for moment in ("mean", "var"):
             np.testing.assert_allclose(
@@ -72,9 +72,9 @@ def test_batch_statistics_are_the_exact_statistics_of_the_set(miacnet_and_pairs)
 
 def test_features_are_c_c_with_the_pooled_action_map_or_the_map(miacnet_and_pairs):
     module, variables, pairs = miacnet_and_pairs
-    c = probe.extract_features(module, variables, pairs, "c", chunk=5)
-    both = probe.extract_features(module, variables, pairs, "c+action", chunk=5)
-    fused = probe.extract_features(module, variables, pairs, "map", chunk=5)
+    c = probe_fit.extract_features(module, variables, pairs, "c", chunk=5)
+    both = probe_fit.extract_features(module, variables, pairs, "c+action", chunk=5)
+    fused = probe_fit.extract_features(module, variables, pairs, "map", chunk=5)
     out = module.apply(variables, jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1]), train=False)
     h, w = out["map"].shape[1:3]
     assert c.shape == (12, 64) and both.shape == (12, 128) and fused.shape == (12, h * w * 64)
@@ -82,7 +82,7 @@ def test_features_are_c_c_with_the_pooled_action_map_or_the_map(miacnet_and_pair
     np.testing.assert_allclose(both[:, 64:], out["action"].mean((1, 2)), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(fused.reshape(out["map"].shape).mean((1, 2)), out["c"], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match=r"probe\.features"):
-        probe.extract_features(module, variables, pairs, "pixels", chunk=5)
+        probe_fit.extract_features(module, variables, pairs, "pixels", chunk=5)
 
 
 def test_probe_run_writes_probe_json_with_seeds(data_root, tmp_path, compile_cache):

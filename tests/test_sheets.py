@@ -8,7 +8,7 @@ import fixtures_data as fx
 import openpyxl
 import pytest
 
-from ma2mi_jax.data.media import frames
+from ma2mi_jax.data.media import decode, frames
 from ma2mi_jax.data.readers import sheets
 from ma2mi_jax.data.records import DataError
 
@@ -153,9 +153,14 @@ def test_descend_nested(tmp_path):
     assert frames.descend_nested(str(tmp_path / "Flat")) == str(tmp_path / "Flat")
 
 
+def _image_problem(path: str) -> str | None:
+    """Why the image at `path` cannot be used, or None (the decoder's own verdict)."""
+    return decode.decode_bgr(path)[1]
+
+
 def test_image_problem(tmp_path):
     good = fx.write_image(str(tmp_path / "a.jpg"))
-    assert frames.image_problem(good) is None
-    assert "empty" in frames.image_problem(fx.write_garbage(str(tmp_path / "e.jpg"), b""))
-    assert "cannot decode" in frames.image_problem(fx.write_garbage(str(tmp_path / "c.jpg")))
-    assert "missing" in frames.image_problem(str(tmp_path / "none.jpg"))
+    assert _image_problem(good) is None
+    assert "empty" in _image_problem(fx.write_garbage(str(tmp_path / "e.jpg"), b""))
+    assert "cannot decode" in _image_problem(fx.write_garbage(str(tmp_path / "c.jpg")))
+    assert "missing" in _image_problem(str(tmp_path / "none.jpg"))

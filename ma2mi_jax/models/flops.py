@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from ma2mi_jax.models.dit import parse_variant
 from ma2mi_jax.models.resnet import BLOCKS_PER_STAGE, STAGE_STRIDES
+from ma2mi_jax.models.vae import build_vae_module, quiet_diffusers
 
 MAC = 2  # FLOPs per multiply-add
 
@@ -109,8 +110,6 @@ def vae_encoder_flops(
     latent_channels: int = 4,
 ) -> float:
     """Forward FLOPs of the SD VAE encoder (mean only) per image, from XLA's cost analysis."""
-    from ma2mi_jax.models.vae import build_vae_module, quiet_diffusers
-
     module = build_vae_module(block_out_channels, layers_per_block, latent_channels)
     x = jax.ShapeDtypeStruct((1, 3, image_size, image_size), jnp.float32)
 

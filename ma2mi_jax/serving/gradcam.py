@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ma2mi_jax.data.media import decode
+
 ACTION_ENCODER = "action_encoder"
 # Weight of the heat map when blended over the frame.
 OVERLAY_ALPHA = 0.45
@@ -75,8 +77,6 @@ def overlay(frame: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA) -
 def save_gradcam(clf, onset, apex, out_path: str | os.PathLike, class_index: int | None = None) -> dict:
     """Write the Grad-CAM overlay on the apex frame as a PNG; returns {"path", "class_name", "class_index"}.
     """
-    from ma2mi_jax.data.media import decode
-
     heat, k = gradcam(clf, onset, apex, class_index)
     picture = overlay(clf.prepare(apex), heat)
     out_path = os.fspath(out_path)

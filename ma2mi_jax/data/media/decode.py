@@ -71,15 +71,6 @@ def open_video(path: str) -> cv2.VideoCapture:
     return cap
 
 
-def video_frame_count(path: str) -> int:
-    """Number of frames OpenCV reports for a video (container metadata; may be approximate)."""
-    cap = open_video(path)
-    try:
-        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
-
-
 def read_video_frames(path: str, indices: Sequence[int], size: int | None = None) -> list[np.ndarray]:
     """Read frames `indices` (0-based) of a video as uint8[H,W,3] RGB, one seek then sequential reads."""
     if not len(indices):

@@ -18,6 +18,8 @@ import errno
 import os
 import re
 
+import cv2
+
 from ma2mi_jax.data.records import DataError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -189,17 +191,8 @@ def empty_files(paths: list[str] | tuple[str, ...]) -> list[str]:
     return bad
 
 
-def image_problem(path: str) -> str | None:
-    """Why the image at `path` cannot be used (missing, empty, truncated, undecodable), or None."""
-    from ma2mi_jax.data.media import decode
-
-    return decode.decode_bgr(path)[1]
-
-
 def video_frame_count(path: str) -> int:
     """Frame count reported by OpenCV; DataError naming the file when OpenCV cannot open it."""
-    import cv2
-
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise DataError(f"video {path} is missing or empty; replace it or remove it from the data set")
     cap = cv2.VideoCapture(path)

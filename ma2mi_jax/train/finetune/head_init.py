@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
+from ma2mi_jax.evaluation import probe_fit
+
 HEAD_INITS = ("zero", "probe")
 
 
@@ -50,9 +52,7 @@ def probe_heads(
 
     Folds with the same training pairs (a group's padding folds) share one fit.
     """
-    from ma2mi_jax.evaluation import probe
-
-    module = probe.frozen_miacnet(config)
+    module = probe_fit.frozen_miacnet(config)
     chunk, n = int(config.probe.bn_batch), len(tuple(config.data.class_names))
     fitted: dict[bytes, dict[str, np.ndarray]] = {}
     for train in train_indices:
@@ -61,9 +61,9 @@ def probe_heads(
         if key in fitted:
             continue
         miac = {"params": variables["params"]["miacnet"], "batch_stats": variables["batch_stats"]["miacnet"]}
-        miac["batch_stats"] = probe.precise_batch_stats(module, miac, pairs[train], chunk)
-        x = probe.extract_features(module, miac, pairs[train], "c", chunk)  # [n_train, D]
-        fit, mu, sd = probe.standardised_logistic(
+        miac["batch_stats"] = probe_fit.precise_batch_stats(module, miac, pairs[train], chunk)
+        x = probe_fit.extract_features(module, miac, pairs[train], "c", chunk)  # [n_train, D]
+        fit, mu, sd = probe_fit.standardised_logistic(
             x, labels[train], float(config.probe.C), int(config.probe.max_iter)
         )
         fitted[key] = dense_from_logistic(fit.coef_, fit.intercept_, fit.classes_, mu, sd, n)

@@ -8,6 +8,7 @@ import re
 import ml_collections
 
 from ma2mi_jax.errors import ConfigError
+from ma2mi_jax.models import dit
 from ma2mi_jax.models.miacnet import FUSIONS
 
 DTYPES = ("float32", "bfloat16")
@@ -20,8 +21,6 @@ _DIT_NAME = re.compile(r"^\s*([A-Za-z]+)\s*/\s*(\d+)\s*$")
 
 def _dit_patch(name: str) -> int:
     """Patch size of a DiT variant name; ValueError (from models.dit.parse_variant) when unknown."""
-    from ma2mi_jax.models import dit
-
     dit.parse_variant(name)  # raises ValueError on an unknown size
     match = _DIT_NAME.match(name)
     if match is None:

@@ -23,6 +23,7 @@ import optax
 
 from ma2mi_jax.models import dit as dit_lib
 from ma2mi_jax.models import miacnet as miacnet_lib
+from ma2mi_jax.train import optim
 from ma2mi_jax.train.pretrain import checks as validate
 
 PyTree = Any
@@ -135,8 +136,6 @@ def trainable_fn(config: ml_collections.ConfigDict):
 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
     """AdamW with the config's schedule, clipping and frozen branches."""
-    from ma2mi_jax.train import optim
-
     return optim.make_optimizer(config.train, total_steps, trainable_fn(config))
 
 
