@@ -7,7 +7,7 @@ A pre-training workdir holds `checkpoints/<step>/` with three items:
 and `config.json` beside it; a fine-tuning group keeps `checkpoints/<group>/<epoch>/` with the
 fold-stacked state and a JSON `meta` item. Orbax writes each step under a temporary name and renames
 it when complete, so a run killed at any moment leaves only whole checkpoints. Every JSON file of
-the project goes through `write_json` (atomic, strict JSON, process 0 only).
+the project goes through `files.write_json` (atomic, strict JSON, process 0 only).
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +26,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ma2mi_jax import files
 from ma2mi_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -49,45 +48,9 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def _json_safe(obj: Any) -> Any:
-    """Numpy scalars/arrays to Python, NaN/inf to None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> str:
-    """Write `obj` as indented strict JSON, atomically (temporary file + rename), on process 0 only."""
-    path = os.fspath(path)
-    if jax.process_index() != 0:
-        return path
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> str:
     """Write `<workdir>/config.json` atomically (process 0 only); returns its path."""
-    return write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
+    return files.write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
 
 
 def encode_iterator_state(state: Any) -> dict:
@@ -150,7 +113,7 @@ class Checkpoints:
             raise ValueError(f"checkpoint items {sorted(items)} given, {sorted(self.json_items)} expected")
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            **{name: ocp.args.JsonSave(_json_safe(value)) for name, value in items.items()},
+            **{name: ocp.args.JsonSave(files.json_safe(value)) for name, value in items.items()},
         )
         self.manager.save(int(step), args=args, force=True)
 

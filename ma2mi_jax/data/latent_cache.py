@@ -17,12 +17,12 @@ import dataclasses
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import tqdm
 
+from ma2mi_jax import files
 from ma2mi_jax.data.media import decode, facecrop
 from ma2mi_jax.data.records import DataError, MacroClip
 from ma2mi_jax.errors import ConfigError
@@ -107,24 +107,12 @@ def _encode_frames(frames: np.ndarray, encode_fn: EncodeFn, batch_size: int) -> 
 
 
 def _write_atomic_npy(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}.npy"
-    try:
+    with files.atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _write_atomic_json(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    files.write_bytes(path, json.dumps(obj).encode())
 
 
 def build(

@@ -20,7 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import files
 from ma2mi_jax.evaluation import probe_fit
 from ma2mi_jax.train import finetune
 
@@ -85,7 +85,7 @@ def run_probe(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[i
         values = np.asarray([r[key] for r in per_seed], np.float64)
         out[key] = float(values.mean())
         out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    checkpoints.write_json(os.path.join(workdir, FILENAME), out)
+    files.write_json(os.path.join(workdir, FILENAME), out)
     return out
 
 

@@ -6,7 +6,6 @@ leaves a half-written report.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -16,24 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ma2mi_jax import files
+
 RESULTS_JSON = "results.json"
 PREDICTIONS_CSV = "predictions.csv"
 CONFUSION_PNG = "confusion_matrix.png"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def write_predictions_csv(path: str | os.PathLike, rows: Sequence[dict], class_names: Sequence[str]) -> Path:
@@ -63,7 +49,7 @@ def write_predictions_csv(path: str | os.PathLike, rows: Sequence[dict], class_n
             ]
         )
     path = Path(path)
-    _atomic_write_bytes(path, buf.getvalue().encode())
+    files.write_bytes(path, buf.getvalue().encode())
     return path
 
 
@@ -98,7 +84,7 @@ def plot_confusion_matrix(
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     path = Path(path)
-    _atomic_write_bytes(path, buf.getvalue())
+    files.write_bytes(path, buf.getvalue())
     return path
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import checkpoints, files
 from ma2mi_jax.checkpoints import CheckpointError
 from ma2mi_jax.data.media import decode, frames
 from ma2mi_jax.data.records import DataError
@@ -95,22 +93,10 @@ def export_classifier(
     }
     model = _model(meta)
     _check_variables(model, meta["image_size"], variables, f"variables for {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with files.atomic_dir(out) as tmp:
         tree = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-        checkpoints.save_tree(tmp / VARIABLES_DIR, tree)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "x")
-            os.rename(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        checkpoints.save_tree(Path(tmp) / VARIABLES_DIR, tree)
+        (Path(tmp) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 

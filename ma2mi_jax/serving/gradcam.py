@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ma2mi_jax import files
 from ma2mi_jax.data.media import decode
 
 ACTION_ENCODER = "action_encoder"
@@ -82,13 +83,6 @@ def save_gradcam(clf, onset, apex, out_path: str | os.PathLike, class_index: int
     out_path = os.fspath(out_path)
     if not out_path.lower().endswith(".png"):
         raise ValueError(f"--gradcam {out_path}: the heat map is written as PNG; give a .png path")
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(out_path)}")
-    try:
+    with files.atomic_path(out_path, suffix=".png") as tmp:
         decode.write_image(tmp, picture)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return {"path": out_path, "class_name": clf.class_names[k], "class_index": k}

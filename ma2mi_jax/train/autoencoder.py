@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -34,7 +32,7 @@ import numpy as np
 import optax
 import tqdm
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import files
 from ma2mi_jax.data.media import decode
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import MacroClip
@@ -183,10 +181,7 @@ def train_autoencoder(config: ml_collections.ConfigDict, out: str) -> dict[str, 
 
 def _write(out: str, module: Any, params: Any, frames: np.ndarray, recon: np.ndarray, summary: dict) -> None:
     """Write the diffusers folder, the picture and the summary next to `out`, then move it into place."""
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
-    try:
+    with files.atomic_dir(out) as tmp:
         with vae_lib.quiet_diffusers():
             module.save_pretrained(tmp, params=jax.device_get(params))
         n = min(PICTURE_ITEMS, len(frames))
@@ -196,10 +191,4 @@ def _write(out: str, module: Any, params: Any, frames: np.ndarray, recon: np.nda
             {"held-out frame": frames[pick], "reconstruction": recon[pick]},
             title=f"autoencoder: held-out PSNR {summary['psnr_held_out_db']:.2f} dB",
         )
-        checkpoints.write_json(os.path.join(tmp, SUMMARY_FILE), summary)
-        if os.path.isdir(out):
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        files.write_json(os.path.join(tmp, SUMMARY_FILE), summary)

@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from ma2mi_jax import files
 from ma2mi_jax.evaluation import probe
 from ma2mi_jax.train import finetune
 from ma2mi_jax.train.pretrain import job as pretrain
@@ -198,10 +199,9 @@ def bar_plot(path: str, rows: Sequence[Row], stats: Mapping) -> None:
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("synthetic benchmark: mean ± std over seeds")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    with files.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def run(

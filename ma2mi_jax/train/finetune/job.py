@@ -9,7 +9,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints, preflight
+from ma2mi_jax import checkpoints, files, preflight
 from ma2mi_jax.evaluation import report
 from ma2mi_jax.models import miacnet
 from ma2mi_jax.train import mesh as mesh_lib
@@ -72,7 +72,7 @@ def run_cross_validation(
                     batch_source=batch_source,
                 )  # fmt: skip
                 history = train_group(trainer, config=config, workdir=workdir, scalars=scalars)
-                checkpoints.write_json(done, history)
+                files.write_json(done, history)
             histories.update({f.name: history for f in group.folds})
     finally:
         scalars.close()
@@ -99,5 +99,5 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: Path, results: dic
         title=f"{config.data.name} {config.protocol.name}, last epoch: acc {100 * results['accuracy']:.2f}%, "
         f"UF1 {results['uf1']:.4f}",
     )
-    checkpoints.write_json(paths["results"], results)
+    files.write_json(paths["results"], results)
     print(report.console_table(results, paths), flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import files
 from ma2mi_jax.data import protocols
 from ma2mi_jax.data.records import DataError, MicroSample
 from ma2mi_jax.errors import WorkdirError
@@ -108,7 +108,7 @@ def check_or_write_plan(workdir: Path, plan: dict) -> None:
                 "new --workdir."
             )
         return
-    checkpoints.write_json(path, plan)
+    files.write_json(path, plan)
 
 
 def fold_specs_from_protocol(

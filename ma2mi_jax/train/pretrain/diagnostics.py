@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import files
 from ma2mi_jax.data import pretrain_pipeline as pipeline
 from ma2mi_jax.data.media import decode, facecrop
 from ma2mi_jax.data.records import DataError, MacroClip
@@ -173,7 +173,7 @@ class Diagnostics:
     def write(self) -> None:
         """diagnostics.json: the latest evaluation at top level, all of them under "history"."""
         latest = self.history[-1] if self.history else {}
-        checkpoints.write_json(
+        files.write_json(
             self.path,
             {**latest, "space": self.space, "eval_pairs": self.num_pairs, "history": self.history},
         )

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ma2mi_jax import checkpoints, preflight
+from ma2mi_jax import checkpoints, files, preflight
 from ma2mi_jax.data import latent_cache as latent_cache_lib
 from ma2mi_jax.data import pretrain_pipeline as pipeline
 from ma2mi_jax.data.readers import registry as readers
@@ -287,7 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         result = _loop(run, tx, ckpts, iterator, state, vae_params, start)
     finally:
         ckpts.close()
-    checkpoints.write_json(os.path.join(workdir, "metrics.json"), result)
+    files.write_json(os.path.join(workdir, "metrics.json"), result)
     return result
 
 
