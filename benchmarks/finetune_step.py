@@ -47,7 +47,8 @@ NUM_SAMPLES = flags.DEFINE_integer(
 
 # LOSO size of each micro-expression protocol: (folds = subjects with a kept sample, kept samples).
 # CASME II 5 classes: 26 subjects, 246 samples; SAMM 5 classes: 136 samples of at most 32 subjects;
-# MMEW 6 classes: 30 subjects, 234 samples (docs/datasets). --folds / --num_samples override them.
+# MMEW 6 classes: 30 subjects, 234 samples (docs/datasets.md#protocol-sizes). --folds / --num_samples
+# override them.
 PROTOCOL_SIZES = {"casme2": (26, 246), "samm": (32, 136), "mmew": (30, 234)}
 
 

@@ -5,8 +5,9 @@ python benchmarks/pieces.py --batch 16 --steps 50
 
 Each piece runs on random inputs; `fwd` is the forward, `fwd+bwd` the forward and the gradients a
 train step needs. Besides the library's pieces it times the reformulations that were tried on the
-CPU (the stem as space-to-depth + 4x4 convolution or as im2col, the max-pool as nine strided maxima) so that
-their figures stay reproducible; they are not used by the library (docs/performance.md says why).
+CPU (the stem as space-to-depth + 4x4 convolution or as im2col, the max-pool as nine strided maxima)
+so that their figures stay reproducible; they are not used by the library
+(docs/decisions.md#the-stem-stays-a-convolution, docs/decisions.md#max-pool-by-slices-on-the-cpu).
 The script uses only functions that older versions of the library also have, so it can time a
 checkout of an earlier commit (PYTHONPATH=<checkout> python benchmarks/pieces.py).
 """

@@ -118,8 +118,8 @@ class Bench:
 def init_params(models, seed: int):
     """(params, batch_stats) from the library's (jitted) `init_variables`, with an "rbg" key.
 
-    The values do not change the speed; the rbg key makes the initialisation compile several
-    times faster on a CPU than threefry.
+    The values do not change the speed; the rbg key makes the initialisation compile faster on a CPU
+    than threefry (docs/decisions.md#rbg-key-for-random-initialisation).
     """
     from ma2mi_jax.train.pretrain import state as state_lib
 

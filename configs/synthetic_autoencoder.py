@@ -17,8 +17,8 @@ def get_config(arg: str | None = None):
     c.data.name = "dfew"
     c.data.root = "data/synthetic/dfew"
     c.data.image_size = 64
-    # Measured (docs/results.md): 400 steps of batch 16 reach a held-out PSNR of about 21 dB in
-    # about 3 minutes on 2 CPU cores; an 8-wide first block keeps the 64-px convolutions cheap.
+    # A small recipe sized for a CPU; the 8-wide first block keeps the 64-px
+    # convolutions cheap (docs/decisions.md#domain-autoencoder).
     c.vae.block_out_channels = (8, 16, 32, 32)
     c.vae.layers_per_block = 1
     c.train.steps = 400

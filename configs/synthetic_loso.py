@@ -23,14 +23,13 @@ def get_config(arg: str | None = None):
     c.model.resnet_width = 8
     c.model.dit = "T/2"
     # The onset/apex pair registered before the difference, as in configs/synthetic_pretrain.py:
-    # from the registered pre-training, MA2MI - scratch +0.101 [+0.030, +0.171] UF1 in LOSO, where
-    # raw pairs give -0.005 [-0.123, +0.113] (5-fold; docs/results.md, "Pair registration").
+    # registration lets pre-training transfer on the benchmark (docs/decisions.md#pair-registration).
     c.model.register_iterations = 8
     c.vae.path = "workdirs/vae_synthetic"  # used only with finetune.aux_rec_weight > 0
     c.vae.block_out_channels = (8, 16, 32, 32)
     c.vae.layers_per_block = 1
-    # CPU size: a quarter of the paper's steps, so a larger learning rate than its 4e-4 (measured:
-    # from scratch, 5-fold, 20 epochs: UF1 0.31 at 4e-4, 0.40 at 1e-3).
+    # CPU size: a quarter of the paper's steps, so a larger learning rate than its 4e-4
+    # (docs/decisions.md#fine-tuning-learning-rate-at-the-cpu-size).
     c.train.epochs = 12
     c.train.lr = 1e-3
     return configlib.finalize(c, arg)

@@ -20,24 +20,22 @@ def get_config(arg: str | None = None):
     c.data.workers = 0
     c.model.resnet_width = 8
     c.model.dit = "T/2"
-    # The DiT starts at copying z_t and learns only the change (docs/results.md: with the direct
-    # form L_rec stays above the copy baseline, or barely below it, after 300 steps).
+    # The DiT starts at copying z_t and learns only the change: the direct form spends these few
+    # steps learning to copy (docs/decisions.md#residual-dit).
     c.model.dit_residual = True
     # Pairs registered (similarity + lighting) before the action encoder's difference and for the
-    # DiT's input and target: head pose and lighting leave the pretext, and the frozen encoder probes
-    # +0.108 [+0.067, +0.150] UF1 above random ones in LOSO, where raw pairs probe at random level
-    # (docs/results.md, "Pair registration"). 0 / False = the paper's raw pairs.
+    # DiT's input and target: head pose and lighting leave the pretext, which lets pre-training
+    # transfer on the benchmark (docs/decisions.md#pair-registration). 0 / False = the paper's raw pairs.
     c.model.register_iterations = 8
     c.model.register_target = True
-    # The domain autoencoder of configs/synthetic_autoencoder.py (no SD-VAE weights offline).
+    # The domain autoencoder of configs/synthetic_autoencoder.py (docs/decisions.md#domain-autoencoder).
     c.vae.path = "workdirs/vae_synthetic"
     c.vae.block_out_channels = (8, 16, 32, 32)  # its architecture, for a random VAE with vae.path=""
     c.vae.layers_per_block = 1
     c.train.epochs = 0
     c.train.steps = 300
-    # A constant learning rate: the paper's decay to 1 % (over 80 epochs of DFEW) squeezed into 300
-    # steps leaves 10 % of it by step 150; constant, the condition is worth 10-16 % of L_rec instead
-    # of 1-8 % over three seeds (docs/results.md, "A condition that keeps space ...").
+    # A constant learning rate: the paper's decay (over 80 epochs of DFEW) squeezed into these few
+    # steps leaves the model too few useful ones (docs/decisions.md#constant-learning-rate-in-synthetic-pre-training).
     c.train.final_lr_ratio = 1.0
     c.train.batch_size = 32
     c.train.log_every = 10

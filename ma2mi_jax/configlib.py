@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-# The paper's classes per micro-expression protocol (method.md, "Data and protocols").
+# The paper's classes per micro-expression protocol (docs/method.md).
 CASME2_CLASSES = ("happiness", "disgust", "repression", "surprise", "others")
 SAMM_CLASSES = ("happiness", "anger", "contempt", "surprise", "others")
 MMEW_CLASSES = ("happiness", "surprise", "anger", "disgust", "fear", "sadness")
@@ -42,7 +42,7 @@ def _model() -> ml_collections.ConfigDict:
             # True: the DiT predicts z_{t+k} - z_t (added to z_t), starting exactly at "copy z_t".
             "dit_residual": False,
             # True: the fused map before pooling also enters the DiT as tokens (zero-initialised),
-            # beyond the paper's global c through adaLN (method.md, "A condition that keeps space").
+            # beyond the paper's global c through adaLN (docs/method.md).
             "dit_condition_map": False,
             # > 0: the action encoder reads x_{t+k} registered onto x_t (similarity + lighting,
             # this many Gauss-Newton steps; models/register.py); 0 = the paper's raw difference.
@@ -79,7 +79,7 @@ def _position_loss() -> ml_collections.ConfigDict:
             "w_dis": 1.0,
             "w_con": 1.0,
             "w_equ": 1.0,
-            "con_form": "ce",  # ce (softmax over places, method.md) | cos (1 - cos)
+            "con_form": "ce",  # ce (softmax over places, docs/method.md) | cos (1 - cos)
             "tau": 0.1,
             "max_rotation_deg": 10.0,
             "max_shift": 0.08,  # fraction of the image side
@@ -88,7 +88,7 @@ def _position_loss() -> ml_collections.ConfigDict:
 
 
 def pretrain_base() -> ml_collections.ConfigDict:
-    """Defaults for MA2MI pre-training (method.md, "Pre-training"); data set fields left generic."""
+    """Defaults for MA2MI pre-training (docs/method.md); data set fields left generic."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.workdir = "workdirs/pretrain"
@@ -130,7 +130,7 @@ def pretrain_base() -> ml_collections.ConfigDict:
             "checkpoint_every": 1000,
             "keep_checkpoints": 3,
             "picture_every": 1000,
-            # Diagnostics (train/diagnostics.py): clips held out of training, fixed pairs drawn from
+            # Diagnostics (train/pretrain/diagnostics.py): clips held out of training, fixed pairs drawn from
             # them, evaluated every eval_every steps (0 = only at the end) and at the end.
             "eval_clips": 256,
             "eval_pairs": 512,
@@ -141,7 +141,7 @@ def pretrain_base() -> ml_collections.ConfigDict:
 
 
 def finetune_base() -> ml_collections.ConfigDict:
-    """Defaults for cross-validated fine-tuning (method.md, "Fine-tuning")."""
+    """Defaults for cross-validated fine-tuning (docs/method.md)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.workdir = "workdirs/loso"
@@ -188,11 +188,12 @@ def finetune_base() -> ml_collections.ConfigDict:
         {
             "folds_per_step": 0,  # folds trained together (vmapped); 0 = all
             # Folds one at a time instead of one vmapped step. Unset (None) = automatic: vmapped on
-            # GPU/TPU; sequential on CPU, where XLA's grouped convolutions make the vmapped step slower.
+            # GPU/TPU; sequential on CPU, where XLA's grouped convolutions make the vmapped step slower
+            # (docs/decisions.md#sequential-folds-on-a-cpu).
             "sequential": ml_collections.config_dict.placeholder(bool),
-            # Sequential mode: host threads that step different folds at once. Two on a 2-core CPU
-            # measured 1.4x faster than one (XLA's own threads leave the cores partly idle at
-            # batch 16); 1 = one fold after the other.
+            # Sequential mode: host threads that step different folds at once, since XLA's own
+            # threads leave a small CPU's cores partly idle at batch 16 (docs/decisions.md#two-fold-threads);
+            # 1 = one fold after the other.
             "fold_threads": 2,
             "freeze_position": False,
             "freeze_action": False,
@@ -264,7 +265,7 @@ def _shrink_autoencoder(c: ml_collections.ConfigDict) -> None:
 
 
 def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
-    """Shrink sizes and schedules in place so the config runs on a CPU in seconds."""
+    """Shrink sizes and schedules in place so the config runs as a quick smoke test on a CPU."""
     if "model" not in c:  # the autoencoder config
         _shrink_autoencoder(c)
         return

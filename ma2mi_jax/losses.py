@@ -1,4 +1,4 @@
-"""Losses of MA2MI as pure functions (method.md): L_rec, L_dis, L_con, L_equ, classification CE.
+"""Losses of MA2MI as pure functions (docs/method.md): L_rec, L_dis, L_con, L_equ, classification CE.
 
 Every loss computes in float32 whatever the model's compute dtype (in float64 when given float64, for
 the gradient checks of tests/test_gradients.py). Feature maps are NHWC

@@ -4,7 +4,8 @@ Source positions are rounded to 1/SUBPIXEL pixel (cv2's INTER_BITS = 5), so the 
 weights are multiples of 1/32 and their products multiples of 1/1024. On integer-valued images
 (uint8 frames) every product and sum is then exact in float32: the samples are the same bits in any
 compiled program (fused or not, vmapped or not) and in a float64 evaluation. That matters because
-what is sampled feeds ReLUs and max-pools, whose gradients jump when an input moves by one ulp.
+what is sampled feeds ReLUs and max-pools, whose gradients jump when an input moves by one ulp
+(docs/decisions.md#exact-resampling-grid).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def bilinear(image: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
     cells = (h + 1) * (w + 1)  # rows of one image's table
     idx = (yi * (w + 1) + xi).reshape(b, -1) + cells * jnp.arange(b, dtype=jnp.int32)[:, None]  # [B,h*w]
     # One gather from the whole batch's table, the same values as a gather batched over B (XLA's
-    # operand batching dimension): the fine-tuning augmentation alone is twice as fast on the CPU,
-    # its train step no faster (docs/performance.md).
+    # operand batching dimension), and faster where the warp runs alone
+    # (docs/decisions.md#flat-gather-in-bilinear-sampling).
     got = quad.reshape(b * cells, 4 * c)[idx]  # [B,h*w,4C]
     dtype = jnp.promote_types(image.dtype, jnp.float32)
     got = got.reshape(b, *out_shape, 4, c).astype(dtype)

@@ -56,7 +56,7 @@ def test_tiny_is_smaller(path):
 
 
 def test_only_the_synthetic_configs_register_their_pairs():
-    """The benchmark registers (docs/results.md, "Pair registration"); real data keeps the paper's raw
+    """The benchmark registers (docs/decisions.md#pair-registration); real data keeps the paper's raw
     pairs; `:tiny` registers nothing."""
     for path in CONFIG_FILES:
         module, name = _load(path), os.path.basename(path)[:-3]

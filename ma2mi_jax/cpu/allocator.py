@@ -2,10 +2,9 @@
 
 XLA:CPU allocates each step's temporaries with malloc. glibc serves large requests with mmap and
 unmaps them when freed (and trims the heap top), so every step page-faults its whole working set in
-again: about 790,000 minor faults in 45 pre-training steps of `configs/synthetic_pretrain.py`, and
-several percent of the step in system time (docs/performance.md). Raising glibc's mmap threshold to
-its maximum and its trim threshold keeps those pages in the process; the price is that the process's
-resident memory stays at its peak.
+again and spends system time on it. Raising glibc's mmap threshold to its maximum and its trim
+threshold keeps those pages in the process; the price is that the process's resident memory stays at
+its peak (docs/decisions.md#host-allocator-setting).
 
 `tune_allocator()` applies it once per process (the scripts call it through `cli.run`, the tests in
 conftest), on Linux with glibc only, and not at all when the environment sets any `MALLOC_*`

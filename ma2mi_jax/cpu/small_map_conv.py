@@ -3,9 +3,10 @@
 When every output place sees every input place (stride 1, "same" padding, an input of at most
 k//2 + 1 places per side: the 2x2 maps of a ResNet18's layer4 at 64 px, 1x1 at 32 px), a k x k
 convolution is a dense layer over the flattened map: out[b, (p, o)] = sum_(q, c) x[b, (q, c)]
-W[q - p + k//2, c, o]. XLA:CPU runs these small convolutions as generic convolutions at about a
-quarter of the speed of the equivalent matrix product (docs/performance.md); the weight matrix is
-gathered from the kernel, so parameters, initialisation and gradients are those of the convolution.
+W[q - p + k//2, c, o]. XLA:CPU runs these small convolutions as generic convolutions, well below
+the speed of the equivalent matrix product (docs/decisions.md#small-map-convolutions-on-the-cpu); the
+weight matrix is gathered from the kernel, so parameters, initialisation and gradients are those of
+the convolution.
 Every other convolution is left to `lax.conv_general_dilated`.
 """
 

@@ -10,8 +10,10 @@ The host draws each pair's transform (`sample_matrices`, numpy, seeded) as the i
 with them, rounds them to 1/32 pixel as cv2 does, and interpolates with 1/32 weights. Every product
 and sum is then exact in float32, so the warped pixels are the same bits in any compiled program
 (vmapped over folds or not, fused or not), and within a grey level of cv2's warpAffine
-(tests/test_device_augment.py). A pair's registered difference (fine-tuning's "motion", integers
-in fixed point) is warped at the same positions without rounding, `augment_motion`.
+(tests/test_device_augment.py; docs/decisions.md#exact-resampling-grid). A pair's registered
+difference (fine-tuning's "motion", integers in fixed point) is warped at the same positions without
+rounding, `augment_motion`. Drawing on the host and warping on the device keeps the decoded pairs on
+the device and the host's cores free for the step (docs/decisions.md#fine-tuning-augmentation-on-the-device).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """VAE latents of every pre-training frame, computed once and stored as one .npy file per clip.
 
+With `data.latent_cache` a pre-training step reads latents instead of running the frozen VAE on x_t
+and x_{t+k}, which is most of a paper-size step's work (docs/decisions.md#latent-cache).
+
 Layout of a cache folder:
     index.json              {"version", "image_size", "face_crop", "latent_shape", "clips": {id: {...}}}
     latents/<clip key>.npy  float32[num_frames, h, w, c], frame i of the clip at row i

@@ -1,6 +1,6 @@
 """Classification metrics of the micro-expression literature, in plain numpy.
 
-Conventions (method.md, "Data and protocols"):
+Conventions (as in docs/method.md):
 - accuracy: fraction of samples whose prediction equals the truth.
 - UF1 (unweighted F1): mean over classes of 2TP / (2TP + FP + FN). A class that appears neither in
   the truth nor in the predictions has an undefined F1 (0/0) and is skipped, as MER codebases do

@@ -1,11 +1,11 @@
-"""DiT conditioned on the MIACNet vector c (adaLN-Zero), predicting the next latent (method.md, Eq. 8).
+"""DiT conditioned on the MIACNet vector c (adaLN-Zero), predicting the next latent (docs/method.md, Eq. 8).
 
 Follows facebookresearch/DiT (models.py) with these changes: no timestep and no label embedding;
 c goes through a Dense-SiLU-Dense MLP (the shape of DiT's TimestepEmbedder MLP) to the hidden size
 and drives adaLN-Zero modulation in every block and in the final layer; no learned sigma (the
 output has `out_channels`, default = input channels). The 2-D sin-cos position embedding is fixed
 and computed for the actual token grid, so any latent (28x28 at 224) or pixel grid works.
-With `map_condition` (beyond the paper, method.md "A condition that keeps space") the fused map
+With `map_condition` (beyond the paper, docs/method.md) the fused map
 MIACNet pools into c is also resized to the token grid and added to the tokens through a
 zero-initialised Dense, so at initialisation the model is the paper's.
 Forward FLOPs per sample: `flops.dit_flops(variant, grid, in_channels)`.
@@ -174,7 +174,8 @@ class DiT(nn.Module):
     """DiT(z [B,H,W,Cin], c [B,Dc]) -> prediction [B,H,W,out_channels or Cin] in float32.
 
     `residual`: the prediction is z + DiT's output, so the zero-initialised final layer starts
-    exactly at "copy z" and everything learned is the change z_{t+k} - z_t (method.md).
+    exactly at "copy z" and everything learned is the change z_{t+k} - z_t (docs/method.md;
+    docs/decisions.md#residual-dit).
     """
 
     variant: str = "B/2"

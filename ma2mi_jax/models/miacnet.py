@@ -1,6 +1,6 @@
 """MIACNet: position encoder on x_t, action encoder on x_{t+k} - x_t, fusion, pooled condition c.
 
-method.md, "MIACNet": A = F_a(norm(x_{t+k}) - norm(x_t)), P = F_p(norm(x_t)), c = GAP(fuse(A, P)):
+docs/method.md: A = F_a(norm(x_{t+k}) - norm(x_t)), P = F_p(norm(x_t)), c = GAP(fuse(A, P)):
     add          A + P               GAP(A + P) = GAP(A) + GAP(P): P only adds a per-image offset
     mul          A * P               P weights the motion features place by place
     concat       1x1 conv [A, P]     linear, so it too splits into GAP(A) and GAP(P) terms

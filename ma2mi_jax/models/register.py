@@ -1,10 +1,10 @@
 """Pair registration: x_{t+k} aligned to x_t (head pose and lighting) before the action encoder.
 
 The action encoder sees x_{t+k} - x_t, and in unaligned video that difference is dominated by head
-motion and lighting drift, not by the expression (docs/results.md, "What hides the learnt
-expression"). Registration fits, by Gauss-Newton (forward-additive Lucas-Kanade) on the smoothed
-grey frames, a similarity transform (translation, rotation, zoom about the frame centre) and a
-lighting field (gain with a linear gradient) that map x_{t+k} onto x_t:
+motion and lighting drift, not by the expression (docs/decisions.md#pair-registration). Registration
+fits, by Gauss-Newton (forward-additive Lucas-Kanade) on the smoothed grey frames, a similarity
+transform (translation, rotation, zoom about the frame centre) and a lighting field (gain with a
+linear gradient) that map x_{t+k} onto x_t:
 
     x_t(u) ~ (a + b_x u_x + b_y u_y) * x_{t+k}(W(u)),   W(u) = (1 + s) R(theta) u + t
 

@@ -116,8 +116,9 @@ def max_pool_by_slices(x: jnp.ndarray) -> jnp.ndarray:
 
     Same values and the same gradient as `max_pool_reduce_window`, ties included (the gradient goes
     to the first maximum in row-major window order, as XLA's select-and-scatter does), and faster
-    forward + backward on XLA:CPU (docs/performance.md). For even sides the gradient is assembled
-    per stride-2 phase (at most four windows reach an input place) instead of as nine padded slices.
+    forward + backward on XLA:CPU (docs/decisions.md#max-pool-by-slices-on-the-cpu). For even sides
+    the gradient is assembled per stride-2 phase (at most four windows reach an input place) instead
+    of as nine padded slices (docs/decisions.md#phase-wise-max-pool-gradient).
     """
     _, h, w, _ = x.shape
     if h % 2 == 0 and w % 2 == 0:

@@ -165,8 +165,9 @@ class FrozenVAE:
 def init_vae_params(module: FlaxAutoencoderKL, image_size: int, seed: int = 0) -> Any:
     """Random VAE parameters (float32) for a square image_size input; same seed, same parameters.
 
-    Uses an "rbg" key under jit: XLA compiles this initialisation several times faster on CPU than
-    with the default threefry key, and a random VAE is only ever a stand-in for tests.
+    Uses an "rbg" key under jit: XLA compiles this initialisation faster on a CPU than with the
+    default threefry key, and a random VAE is only ever a stand-in for tests
+    (docs/decisions.md#rbg-key-for-random-initialisation).
     """
     x = jnp.zeros((1, 3, image_size, image_size), jnp.float32)
     with quiet_diffusers():

@@ -1,4 +1,4 @@
-"""A domain autoencoder where SD-VAE weights cannot be had: diffusers' FlaxAutoencoderKL on macro frames.
+"""A domain autoencoder where SD-VAE weights are not at hand: diffusers' FlaxAutoencoderKL on macro frames.
 
 `train_autoencoder(config, out)` decodes `train.frames_per_clip` evenly spaced frames of every
 training clip of a macro data set (the clips `train.eval_clips` holds out, drawn as pre-training's
@@ -6,7 +6,7 @@ diagnostics draw them, give the held-out frames), trains the VAE, and writes `ou
 format (`config.json` + `diffusion_flax_model.msgpack`), loadable unchanged through `vae.path`.
 
 Recipe: Stable Diffusion's autoencoder loss without its perceptual (LPIPS) and adversarial terms,
-whose weights cannot be downloaded and which matter little at 64 px: per sample, the L1 error summed
+which need networks of their own and matter little at 64 px: per sample, the L1 error summed
 over pixels plus `train.kl_weight` (SD: 1e-6) times the KL to N(0, I) summed over the latent, here
 divided by the number of pixel values so the loss reads as a mean absolute error. The posterior is
 sampled during training (reparameterised), its mean is what `FrozenVAE.encode` uses. The KL term

@@ -1,12 +1,12 @@
 """AFEW reader: videos `Train_AFEW/<Emotion>/<id>.avi` and `Val_AFEW/<Emotion>/<id>.avi`.
 
-Layout accepted (../shared/datasets.md): at least one of `Train_AFEW/`, `Val_AFEW/` (nested
-copies such as `Train_AFEW/Train_AFEW/` are followed) under the root, each holding emotion folders
-(Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise, any case) of video files. Sub-folders without
-video files (e.g. extracted landmarks) are ignored. Clip id "Train_AFEW/Angry/000046280"; label the
-emotion's index in `class_names` (or -1 when absent); the report groups clips by split ("train",
-"val"). The frames are not face-cropped: the pipeline's face-crop step handles that
-(data.face_crop).
+Layout accepted (docs/datasets.md#macro-expression-sets-pre-training): at least one of
+`Train_AFEW/`, `Val_AFEW/` (nested copies such as `Train_AFEW/Train_AFEW/` are followed) under the
+root, each holding emotion folders (Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise, any case) of
+video files. Sub-folders without video files (e.g. extracted landmarks) are ignored. Clip id
+"Train_AFEW/Angry/000046280"; label the emotion's index in `class_names` (or -1 when absent); the
+report groups clips by split ("train", "val"). The frames are not face-cropped: the pipeline's
+face-crop step handles that (data.face_crop).
 
 A video OpenCV cannot open, an empty file, or a video folder under an unknown emotion name is bad
 input (error naming clip and file, or listed drops when `strict=False`); a video with under two

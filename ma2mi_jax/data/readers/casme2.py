@@ -1,6 +1,6 @@
 """CASME II reader: `CASME2-coding-*.xlsx` + `Cropped/subNN/<Filename>/reg_imgN.jpg`.
 
-Layout accepted (../shared/datasets.md):
+Layout accepted (docs/datasets.md#micro-expression-sets-fine-tuning):
 - sheet: `data.sheet`, or the one `CASME2-coding*.xlsx|.csv` / `CASME2_label*.xlsx|.csv` in the
   root; columns read by header name (Subject, Filename, OnsetFrame, ApexFrame, OffsetFrame,
   Estimated Emotion), blank columns ignored, header row found by content.

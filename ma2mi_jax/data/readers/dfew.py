@@ -1,6 +1,6 @@
 """DFEW reader: face-cropped frame folders `Clip/clip_224x224/00001/` or videos `Clip/clip_224x224_avi/`.
 
-Layout accepted (../shared/datasets.md):
+Layout accepted (docs/datasets.md#macro-expression-sets-pre-training):
 - source "frames": `<root>/Clip/clip_224x224/<5-digit clip>/<clip>_<frame>.jpg`, frames ordered by
   the parsed frame number.
 - source "video": `<root>/Clip/clip_224x224_avi/<5-digit clip>.avi`; length from OpenCV.

@@ -1,6 +1,6 @@
 """FERV39K reader: face-cropped frame folders `2_ClipsforFaceCrop/<Scene>/<Emotion>/<clip>/`.
 
-Layout accepted (../shared/datasets.md):
+Layout accepted (docs/datasets.md#macro-expression-sets-pre-training):
 - frames: `<root>/2_ClipsforFaceCrop/<Scene>/<Emotion>/<4-digit clip>/*.jpg`, ordered by the
   parsed frame number; clip id "<Scene>/<Emotion>/<clip>".
 - label: the emotion folder (Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise, any case),

@@ -1,6 +1,6 @@
 """MMEW reader: `MMEW_Micro_Exp.xlsx` + `Micro_Expression/<emotion>/<Filename>/<n>.jpg`.
 
-Layout accepted (../shared/datasets.md):
+Layout accepted (docs/datasets.md#micro-expression-sets-fine-tuning):
 - root: `MMEW_Final/` (a root that holds `MMEW_Final/` is followed into it), with
   `Micro_Expression/` (also nested `Micro_Expression/Micro_Expression/`).
 - sheet: `data.sheet`, or the one `MMEW_Micro_Exp*.xlsx|.csv` in the root; columns by name:

@@ -1,6 +1,6 @@
 """SAMM reader: `SAMM_Micro_FACS_Codes*.xlsx` + `SAMM/006/006_1_2/006_05562.jpg`.
 
-Layout accepted (../shared/datasets.md):
+Layout accepted (docs/datasets.md#micro-expression-sets-fine-tuning):
 - sheet: `data.sheet`, or the one `SAMM_Micro_FACS_Codes*.xlsx|.csv` in the root. The header row
   (first cell `Subject`) is found by content: row 14 in v2 (13 description rows above), row 1 in
   other releases. Columns by name: Subject, Filename, Onset Frame, Apex Frame, Offset Frame,

@@ -3,10 +3,10 @@
     python -m ma2mi_jax.data.synthetic.generator --out data/synthetic/casme2 --layout casme2
     python -m ma2mi_jax.data.synthetic.generator --out data/synthetic/dfew --layout dfew
 
-Faces are drawn per person (synthetic_face), moved by facial action units (synthetic_aus: smooth
+Faces are drawn per person (`faces`), moved by facial action units (`action_units`: smooth
 displacement fields anchored to landmarks, onset -> apex -> offset envelope, cv2.remap warping)
-and written as JPEG frames plus the release's annotation sheet or split CSVs
-(synthetic_layouts), so the real readers and pipelines are what runs on them.
+and written as JPEG frames plus the release's annotation sheet or split CSVs (`layouts`), so the
+real readers and pipelines are what runs on them.
 
 - Micro sets (casme2, samm, mmew): the releases' class counts and subject ids (`--clips-scale`
   shrinks them), 12-20 frames per clip, one expression whose apex moves skin by about
@@ -14,65 +14,29 @@ and written as JPEG frames plus the release's annotation sheet or split CSVs
   static heads (sub-pixel jitter), lighting drift, sensor noise and blinks as distractors.
 - Macro set (dfew): many people (an identity space disjoint from the micro sets'), 16-32 frames,
   1-3 expressions per clip at `macro_intensity` pixels, larger head motion; the label of the
-  dominant expression goes into the split CSVs for the supervised baseline.
+  dominant expression goes into the split CSVs for the supervised baseline. Secondary expressions
+  are drawn from every prototype (contempt, with AU14, included) and from the micro sets'
+  single-AU "others" pool, so every AU a micro class uses occurs in the macro set
+  (tests/test_synthetic.py checks it).
 - Determinism: the plan comes from `SeedSequence([seed, layout])`, each clip draws from its own
   stream `[seed, layout, clip index]` and each frame from `[..., frame]`, so the output does not
   depend on the number of workers; .xlsx files carry fixed timestamps. Same seed, same bytes.
 - Output is written to `<out>.tmp-XXXX` and renamed to `<out>` at the end; a non-empty `<out>`
   is refused unless `--overwrite`. `preview.png` (onset | apex | |apex - onset| per class, or a
   macro strip) and `synthetic.json` (the arguments and every clip's AUs) land in the root.
+- `--workers N` renders with a process pool (same bytes); the default renders serially, which at
+  64 px is quicker than starting a pool on busy cores (docs/decisions.md#serial-data-generation).
 
-Calibration. A from-scratch classifier on (onset, apex) pairs should land clearly above chance
-and clearly below perfect in a LOSO at the quick-start size, so that a gain from pre-training can
-show (aim: UF1 0.35-0.75). Measured on the CASME II layout, 246 clips in 5 classes, 26 subjects,
-64x64, seed 0, default knobs; UF1 / UAR / accuracy of the predictions pooled over the folds.
-These are proxies, not the project's trainer:
-    diff_ridge   ridge classifier on standardised grey (apex - onset) pixels      0.284 / 0.281 / 0.382
-    small CNN    4 conv blocks (16-32-64-64) on onset, apex and their difference,  0.429 /   -   / 0.423
-                 20 epochs AdamW, shift/flip augmentation, class-weighted loss
-    flow_logreg  logistic regression on Farneback flow pooled on an 8x8 grid      0.708 / 0.757 / 0.703
-Chance UF1 is about 0.2. A linear model on raw pixels stays low (head jitter and identity
-misalign the features), a learned from-scratch network lands in the lower half of the aim, and a
-hand-made motion feature near its top: the room a motion-aware pre-trained encoder can take.
-`python -m ma2mi_jax.data.synthetic.generator --calibrate [knob flags]` re-measures diff_ridge and
-flow_logreg (about 15 s; needs scikit-learn). Knob sensitivity (same set, UF1 diff_ridge /
-flow_logreg): micro_intensity 0.5 px 0.18 / 0.59, 0.7 px 0.25 / 0.67, 1.0 px (default)
-0.28 / 0.71, 2.0 px 0.42 / 0.77; every distractor off (noise, jitter, rotation, light drift,
-blinks) 0.50 / 0.79. The "others" class (one or two AUs from a shared pool) and the
-overlapping AU variants of disgust / repression cap what motion alone can tell.
-
-The project's own trainer (`configs/synthetic_loso.py`: MIACNet width 8, 64x64, batch 16, AdamW),
-same set, from scratch, 5-fold subject-independent, 20 epochs: UF1 0.308 / UAR 0.322 / acc 0.411
-at the paper's lr 4e-4, UF1 0.402 / UAR 0.424 / acc 0.451 at lr 1e-3 (the synthetic configs' value);
-from a 200-step MA2MI pre-training on the synthetic DFEW set, same run: UF1 0.436 / UAR 0.428 /
-acc 0.496. The quick start (LOSO, 26 folds, 12 epochs, from its 300-step pre-training): UF1 0.394 /
-UAR 0.376 / acc 0.447. Seeds and rows over several runs: docs/results.md.
-
-Pre-training benchmark (the macro set). The pretext task has to be learnable from the frame
-difference and about the expression, not about nuisances; measured with the pre-training
-diagnostics (`train/diagnostics.py`, held-out pairs, 300 steps of configs/synthetic_pretrain.py)
-and the linear probe (`scripts/probe.py`), runs and figures in docs/results.md:
-- With the first release's knobs (sensor noise 2 grey levels and JPEG quality 95 in both kinds of
-  set) about half of the latent copy error L1(z_t, z_{t+k}) came from nuisances: the same clips
-  rendered without noise, JPEG, head motion and lighting drift halve it (0.042 -> 0.022). The
-  macro set now has its own knobs, `macro_noise` 1.0 and `macro_jpeg_quality` 98; the micro sets
-  keep noise 2 and quality 95, so their difficulty (and the calibration above) is unchanged.
-- Secondary macro expressions are drawn from every prototype (contempt, with AU14, included) and
-  from the micro sets' single-AU "others" pool, so every AU a micro class uses occurs in the
-  macro set (tests/test_synthetic.py checks it).
-- Still macro: expressions of 5 px x U(0.6, 1.4) (micro: 1 px x U(0.5, 1.5)), 1-3 per clip, head
-  jitter 2 px and rotation 3 degrees (micro: 0.4 px, 0.4 degrees).
-- What pre-training learns here does describe 1-px expressions: on a micro set with every
-  nuisance off (`--noise 0 --micro-jpeg-quality 100 --micro-jitter 0 --micro-rotation 0
-  --light-drift 0 --blink-prob 0`) frozen pre-trained features beat random ones by +0.21 UF1 and
-  fine-tuning from them beats scratch by +0.06 (5-fold) / +0.04 (LOSO); with the micro sets'
-  nuisances, by neither. The micro sets keep their nuisances (their difficulty is calibrated
-  above; without them scratch reaches 0.74); pre-training at the micro sets' sensor noise or at
-  1 px did not help.
-
-Speed (serial, 2-core CPU shared with other jobs): CASME II layout 255 clips / 4,050 frames at
-64 px in 2.7 s, DFEW layout 300 clips / 7,001 frames in 5.8 s; 224 px runs about 10x slower
-per frame. `--workers N` uses a process pool (same bytes), worth it only on idle cores.
+Knobs (`Knobs`, one command-line flag each): expression amplitude (`micro_intensity`,
+`macro_intensity`), head translation and rotation over a clip (`*_jitter`, `*_rotation`), sensor
+noise and JPEG quality (`noise` and `micro_jpeg_quality` for the micro sets, `macro_noise` and
+`macro_jpeg_quality` for the macro set), lighting drift and blinks. The micro sets' defaults are
+calibrated so that a from-scratch classifier lands clearly above chance and clearly below perfect in
+a LOSO at the quick-start size, leaving room for a gain from pre-training; the macro set's sensor is
+quieter than theirs (docs/decisions.md#difficulty-of-the-synthetic-micro-sets,
+docs/decisions.md#quieter-macro-sensor). `--calibrate [knob flags]` measures that difficulty with two
+proxies (`proxy_loso`, needs scikit-learn): a ridge classifier on (apex - onset) pixels and a logistic
+regression on optical flow.
 """
 
 from __future__ import annotations
@@ -115,7 +79,7 @@ class Knobs:
     micro_rotation: float = 0.4  # head rotation (degrees) over a micro clip
     macro_rotation: float = 3.0
     noise: float = 2.0  # sensor noise standard deviation of the micro sets, grey levels
-    macro_noise: float = 1.0  # the same for the macro set (see "Pre-training benchmark" above)
+    macro_noise: float = 1.0  # the same for the macro set (quieter: see the module docstring)
     micro_jpeg_quality: float = 95  # JPEG quality of the written frames
     macro_jpeg_quality: float = 98
     light_drift: float = 0.03  # relative change of brightness / light direction over a clip

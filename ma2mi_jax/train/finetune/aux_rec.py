@@ -27,7 +27,7 @@ class AuxReconstruction:
     """L_rec kept as an auxiliary fine-tuning loss: the pre-trained DiT and its input space.
 
     c is the classifier's MIACNet condition, which has no stop-gradient on P, so during fine-tuning
-    L_rec reaches both encoders (all of MIACNet is fine-tuned by default, method.md).
+    L_rec reaches both encoders (all of MIACNet is fine-tuned by default, docs/method.md).
     `dit_params` (one fold's, float32) join every fold's trainable params under "dit"; the frozen
     VAE (`vae`, None in pixel space) encodes onset and apex, and its parameters reach the step as
     the runner's frozen inputs, outside the optimiser.

@@ -6,13 +6,14 @@ call of `run_epoch` takes the epoch's batches, {"indices": int32[S,F,B], "warp":
 Vmapped mode steps `vmap(step)` on the stacked fold state (the fold axis sharded over a "fold"
 mesh axis when there are several devices); sequential mode keeps one state per fold and runs each
 fold's epoch in turn, `fold_threads` folds at once from host threads (each fold's steps stay in
-order), so no call copies the other folds' parameters. Both modes see the same
-per-fold batches, transforms and keys, so they give the same numbers up to float rounding (the
-warped pixels are the same bits, `data.device_augment`).
+order), so no call copies the other folds' parameters (docs/decisions.md#sequential-folds-on-a-cpu,
+docs/decisions.md#two-fold-threads). Both modes see the same per-fold batches, transforms and keys,
+so they give the same numbers up to float rounding (the warped pixels are the same bits,
+`data.device_augment`).
 
-The epoch is a Python loop over jitted steps, not a `lax.scan`: on XLA:CPU the scanned step measured
-about 3x slower than the same step called 16 times (docs/performance.md), and on a GPU the dispatch
-of a step is small against its work.
+The epoch is a Python loop over jitted steps, not a `lax.scan`: XLA:CPU runs a scanned step far
+slower than the same step called on its own, and on a GPU the dispatch of a step is small against its
+work (docs/decisions.md#epoch-as-a-loop-of-dispatched-steps).
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ PyTree = Any
 FOLD_AXIS = "fold"
 # A group's state: FoldState with a leading fold axis (vmapped) or one FoldState per fold (sequential).
 GroupState = FoldState | list[FoldState]
-# The folds' metrics stacked in one compiled call: on the CPU 6 us per step for one fold's three
-# metrics, against 78 us eagerly (one dispatch per leaf).
+# The folds' metrics stacked in one compiled call, not eagerly with one dispatch per leaf
+# (docs/decisions.md#fold-metrics-stacked-in-one-call).
 _stack_metrics = jax.jit(stack_folds)
 
 
 def runs_sequentially(finetune_cfg: Any) -> bool:
     """`finetune.sequential`, or when unset: True on one CPU process (vmapped grouped convolutions are
-    slow there); vmapped on accelerators and on several processes, whose devices share the folds."""
+    slow there: docs/decisions.md#sequential-folds-on-a-cpu); vmapped on accelerators and on several
+    processes, whose devices share the folds."""
     if finetune_cfg.sequential is None:
         return jax.default_backend() == "cpu" and jax.process_count() == 1
     return bool(finetune_cfg.sequential)

@@ -6,7 +6,8 @@ pairs of its batch indices, warps each pair by the transform the host drew for i
 (`data.device_augment`) and takes one optimisation step. When the model registers its pairs
 (model.register_iterations > 0), every pair is registered once, before training (`fold_data`):
 the data set then holds each pair's registered difference ("motion"), the step warps it with the
-same transform as the frames and the action encoder reads it, so no step registers anything.
+same transform as the frames and the action encoder reads it, so no step registers anything
+(docs/decisions.md#registration-once-per-fine-tuning-pair).
 The random key of fold f at step s (dropout) is fold_in(fold_key(seed, f), s). With
 `finetune.aux_rec_weight > 0` a fold's params also hold the pre-trained DiT ("dit", trained per
 fold) and the frozen VAE's parameters are the frozen inputs.
@@ -53,7 +54,8 @@ class FoldState(flax.struct.PyTreeNode):
 
 
 # Fixed-point steps per grey level of a stored registered difference: int16 holds +-511 grey levels,
-# and bilinear samples of integers with 1/32 weights stay exact in float32 (`resample`).
+# and bilinear samples of integers with 1/32 weights stay exact in float32 (`resample`;
+# docs/decisions.md#fixed-point-motion).
 MOTION_SCALE = 64.0
 
 

@@ -38,7 +38,8 @@ def test_selected_bound(
 ) -> dict | None:
     """Metrics at each fold's best evaluated epoch, chosen on its test subject (None with one evaluation).
 
-    This selects on the test data, so it is an optimistic bound, never the reported figure.
+    This selects on the test data, so it is an optimistic bound, never the reported figure
+    (docs/decisions.md#test-selected-best-epoch).
     """
     if not any(len(histories[f.name]["epochs"]) > 1 for f in folds):
         return None

@@ -26,8 +26,9 @@ def build_classifier(config: ml_collections.ConfigDict):
 def random_variables(model, size: int, key: jax.Array) -> dict:
     """`model.init` on one size x size pair, compiled once per model and size, not once per seed.
 
-    Compiling it takes seconds on the CPU (7.6 s at the synthetic config's width 8); the probe
-    initialises four encoders and the quick start's cross-validation a fifth, all with one program.
+    Compiling it costs far more than running it; the probe initialises four encoders and the quick
+    start's cross-validation a fifth, all with one program
+    (docs/decisions.md#classifier-initialisation-compiled-once).
     """
     dummy = jnp.zeros((1, size, size, 3), jnp.uint8)  # [1,H,W,3]
     return model.init(key, dummy, dummy, train=False)

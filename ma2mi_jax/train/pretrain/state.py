@@ -98,9 +98,9 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int = 0, vae: A
 def init_variables(models: Models, rng: jax.Array) -> tuple[PyTree, PyTree]:
     """Fresh (params, batch_stats) in the layout above; float32 parameters.
 
-    One compiled program: run eagerly, every initialiser and layer compiles on its own (measured
-    at :tiny on the 2-core CPU: 20-23 s eager, 13-14 s under jit, and one persistent-cache entry
-    instead of some two hundred). The values agree with the eager ones to float rounding.
+    One compiled program: run eagerly, every initialiser and layer would compile on its own and
+    leave its own persistent-cache entry (docs/decisions.md#initialisation-in-one-compiled-program).
+    The values agree with the eager ones to float rounding.
     """
     return jax.jit(functools.partial(_fresh_variables, models))(rng)
 

@@ -1,6 +1,6 @@
 """Pure pre-training functions: the losses (L_rec or cross-entropy, L_pos), the train step, a predictor.
 
-One gradient of the summed loss updates everything; the routing of method.md (L_rec -> action
+One gradient of the summed loss updates everything; the routing of docs/method.md (L_rec -> action
 encoder, fusion, DiT; L_pos -> position encoder) comes from MIACNet's stop_gradient on P, and the
 VAE's parameters are a separate argument that is never differentiated.
 """
