@@ -102,7 +102,7 @@ def run_processes(
     """Pre-train as one multi-process JAX job on this machine: `processes` x `devices` CPU devices.
 
     The processes find each other through JAX_COORDINATOR_ADDRESS=127.0.0.1:<free port>,
-    JAX_NUM_PROCESSES and JAX_PROCESS_ID, as on a cluster (README, "Several devices and hosts").
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID, as on a cluster (docs/devices.md).
     """
     env = dict(os.environ)
     env.update(
