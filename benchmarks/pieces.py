@@ -32,10 +32,10 @@ from ma2mi_jax import cli, losses
 from ma2mi_jax.models import dit as dit_lib
 from ma2mi_jax.models import resnet
 
-try:  # absent in checkouts before it (the script times older commits too)
-    from ma2mi_jax.cpu import small_map_conv
+try:  # absent in checkouts before them (the script times older commits too)
+    from ma2mi_jax.cpu import kernels, small_map_conv
 except ImportError:
-    small_map_conv = None
+    kernels = small_map_conv = None
 
 BATCH = flags.DEFINE_integer("batch", 32, "Batch size (the synthetic pre-training config's).")
 SIZE = flags.DEFINE_integer("size", 64, "Image side in pixels.")
@@ -132,8 +132,8 @@ def pieces() -> list[str]:
         f"maxpool_fwd_bwd_ms: {median_ms(input_grad(max_pool, g_pool), y):.3f} ms (3x3 s2, {w} channels)",
         f"maxpool_slices_fwd_bwd_ms: {median_ms(input_grad(max_pool_slices, g_pool), y):.3f} ms (tried)",
     ]
-    if hasattr(resnet, "stem_max_pool"):  # the library's choice for the backend, where it has one
-        ms = median_ms(input_grad(resnet.stem_max_pool, g_pool), y)
+    if kernels is not None:  # the library's choice for the backend, where it has one
+        ms = median_ms(input_grad(kernels.trunk_ops().stem_max_pool, g_pool), y)
         lines.append(f"maxpool_library_fwd_bwd_ms: {ms:.3f} ms (the library's, {jax.default_backend()})")
     frames = jnp.asarray(rng.integers(0, 256, (b, s, s, 3)), jnp.uint8)
     theta = losses.random_affine(jax.random.PRNGKey(0), b, 10.0, 0.08)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ma2mi_jax import configlib, losses
+from ma2mi_jax.cpu import kernels
 from ma2mi_jax.models import flops, miacnet, resnet
 
 W = 8  # tiny base width: maps have 64 channels
@@ -85,7 +86,7 @@ def test_encoders_see_normalised_frame_and_difference(add_vars):
     f0, f1 = _frames(2, 64), _frames(3, 64)
     variables = add_vars
     out = model.apply(variables, f0, f1, train=False)
-    trunk = resnet.ResNet18Trunk(W)
+    trunk = resnet.ResNet18Trunk(W, ops=kernels.trunk_ops())
     sub = lambda name: {col: variables[col][name] for col in ("params", "batch_stats")}
     x0, x1 = miacnet.normalize_imagenet(f0), miacnet.normalize_imagenet(f1)
     np.testing.assert_allclose(

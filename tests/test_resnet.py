@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from ma2mi_jax.cpu import kernels, max_pool
 from ma2mi_jax.models import flops, resnet, resnet_import
 
 # torchvision.models.resnet18(): 11,689,512 parameters; fc (512*1000 + 1000) = 513,000 of them.
@@ -28,12 +29,12 @@ def test_param_count_matches_torchvision_without_fc():
 
 
 def test_output_shapes_224_and_tiny():
-    model = resnet.ResNet18Trunk(width=64)
+    model = resnet.ResNet18Trunk(width=64, ops=kernels.trunk_ops())
     x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
     out = jax.eval_shape(lambda x: model.init_with_output(jax.random.PRNGKey(0), x, train=False)[0], x)
     assert out.shape == (2, 7, 7, 512)
     assert resnet.feature_grid(224) == 7
-    tiny = resnet.ResNet18Trunk(width=8)
+    tiny = resnet.ResNet18Trunk(width=8, ops=kernels.trunk_ops())
     x = jnp.ones((2, 64, 64, 3))
     y, variables = jax.jit(lambda x: tiny.init_with_output(jax.random.key(0, impl="rbg"), x, train=False))(x)
     assert y.shape == (2, 2, 2, 64) and resnet.feature_grid(64) == 2
@@ -42,7 +43,7 @@ def test_output_shapes_224_and_tiny():
 
 
 def test_bf16_compute_keeps_float32_params():
-    model = resnet.ResNet18Trunk(width=8, dtype=jnp.bfloat16)
+    model = resnet.ResNet18Trunk(width=8, dtype=jnp.bfloat16, ops=kernels.trunk_ops())
     y, variables = jax.eval_shape(
         lambda x: model.init_with_output(jax.random.PRNGKey(0), x, train=False), jnp.ones((1, 32, 32, 3))
     )
@@ -53,7 +54,7 @@ def test_bf16_compute_keeps_float32_params():
 def test_flops_resnet18_matches_published_and_xla():
     # torchvision lists resnet18 at 1.81 G multiply-adds for 224x224.
     assert abs(flops.resnet18_flops(224) / 2 - 1.814e9) / 1.814e9 < 0.01
-    model = resnet.ResNet18Trunk(width=8)
+    model = resnet.ResNet18Trunk(width=8, ops=kernels.trunk_ops())
     x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
     measured = flops.xla_flops(lambda v, x: model.apply(v, x, train=False), variables, x)
@@ -168,7 +169,7 @@ def test_torchvision_round_trip_matches_hand_computation():
         state["layer2.0.downsample.1.running_var"],
     )
     x = np.random.default_rng(1).normal(size=(2, 40, 40, 3)).astype(np.float32)
-    model = resnet.ResNet18Trunk(width=width)
+    model = resnet.ResNet18Trunk(width=width, ops=kernels.trunk_ops())
     y, inter = model.apply(variables, jnp.asarray(x), train=False, capture_intermediates=True)
     stem_ref, out_ref = np_resnet18(x, state)
     # First layers: conv1 -> bn1 (running stats) -> relu -> max-pool, computed by hand.
@@ -267,12 +268,12 @@ def test_max_pool_by_slices_equals_reduce_window_values_and_gradients_with_ties(
         return jax.jit(jax.value_and_grad(lambda x: jnp.sum(pool(x) * g)))(x)
 
     v_ref, g_ref = value_and_grad(resnet.max_pool_reduce_window)
-    v, grad = value_and_grad(resnet.max_pool_by_slices)
-    out, out_ref = resnet.max_pool_by_slices(x), resnet.max_pool_reduce_window(x)
+    v, grad = value_and_grad(max_pool.max_pool_by_slices)
+    out, out_ref = max_pool.max_pool_by_slices(x), resnet.max_pool_reduce_window(x)
     assert out.shape == out_ref.shape == (2, (side - 1) // 2 + 1, (side - 1) // 2 + 1, 3)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(out_ref))
     np.testing.assert_array_equal(np.asarray(v), np.asarray(v_ref))
     np.testing.assert_array_equal(np.asarray(grad), np.asarray(g_ref))  # the first maximum of a tie gets it
     assert float(jnp.max(jnp.abs(grad))) > 0
     # Even sides take the phase-wise gradient, odd ones autodiff of the slices.
-    assert ("custom_vjp" in str(jax.make_jaxpr(resnet.max_pool_by_slices)(x))) == (side % 2 == 0)
+    assert ("custom_vjp" in str(jax.make_jaxpr(max_pool.max_pool_by_slices)(x))) == (side % 2 == 0)

@@ -1,6 +1,8 @@
-"""Convolutions on maps within the kernel's reach as one matrix product (models/small_map_conv.py)."""
+"""Convolutions on maps within the kernel's reach as one matrix product (cpu/small_map_conv.py)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from ma2mi_jax.cpu import small_map_conv
+from ma2mi_jax.cpu import kernels, small_map_conv
 from ma2mi_jax.models import resnet
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -61,8 +63,8 @@ def test_hook_takes_the_product_only_where_every_output_sees_every_input():
     np.testing.assert_array_equal(got, want)
 
 
-def test_resnet_layer4_at_64px_runs_as_products_with_unchanged_parameters(monkeypatch):
-    trunk = resnet.ResNet18Trunk(width=8)
+def test_resnet_layer4_at_64px_runs_as_products_with_unchanged_parameters():
+    trunk = resnet.ResNet18Trunk(width=8, ops=kernels.trunk_ops())
     x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 64, 64, 3)).astype(np.float32))
     variables = trunk.init(jax.random.key(0), x, train=False)
     # A new function for each formulation: jax caches traces by function.
@@ -73,7 +75,8 @@ def test_resnet_layer4_at_64px_runs_as_products_with_unchanged_parameters(monkey
     g = jnp.asarray(np.random.default_rng(2).normal(size=(4, 2, 2, 64)).astype(np.float32))
     loss = lambda p, v=variables: jnp.sum(apply({**v, "params": p}, x) * g)
     fast_out, fast_grads = apply(variables, x), jax.grad(loss)(variables["params"])
-    monkeypatch.setattr(small_map_conv, "conv_general_dilated", lax.conv_general_dilated)
+    xla_convs = dataclasses.replace(kernels.trunk_ops(), conv_general_dilated=lax.conv_general_dilated)
+    trunk = resnet.ResNet18Trunk(width=8, ops=xla_convs)
     apply = make_apply()
     assert _conv_primitives(apply, variables, x) == 20
     reference = trunk.init(jax.random.key(0), x, train=False)

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ma2mi_jax.cpu import kernels
 from ma2mi_jax.models import register
 from ma2mi_jax.models.resnet import ResNet18Trunk
 from ma2mi_jax.precision import at_least_f32
@@ -74,9 +75,9 @@ class MIACNet(nn.Module):
 
     def setup(self) -> None:
         check_fusion(self.fusion)
-        self.action_encoder = ResNet18Trunk(self.width, self.dtype)
+        self.action_encoder = ResNet18Trunk(self.width, self.dtype, kernels.trunk_ops())
         if self.fusion != "none":
-            self.position_encoder = ResNet18Trunk(self.width, self.dtype)
+            self.position_encoder = ResNet18Trunk(self.width, self.dtype, kernels.trunk_ops())
         if self.fusion in CONV_FUSIONS:
             k = CONV_FUSIONS[self.fusion]
             self.fuse_conv = nn.Conv(8 * self.width, (k, k), dtype=self.dtype, param_dtype=jnp.float32)
