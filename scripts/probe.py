@@ -2,8 +2,8 @@
 
 python scripts/probe.py --config configs/synthetic_loso.py --config.init=workdirs/pretrain_synthetic
 python scripts/probe.py --config configs/synthetic_loso.py --config.init=scratch --seeds 0,1,2
-Writes <workdir>/probe.json (default workdir: <init>/probe for a pre-training workdir, else
-workdirs/probe_scratch).
+Writes <workdir>/probe.json: the folder given by --config.workdir, or by default <init>/probe for a
+pre-training workdir or export, else workdirs/probe_scratch (workdirs/probe_imagenet).
 """
 
 from absl import flags
@@ -14,7 +14,6 @@ from ma2mi_jax import cli
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Fine-tuning config, e.g. configs/synthetic_loso.py.", lock_config=True
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder of probe.json (default: see above).")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; one random init per seed with --config.init=scratch.")
 flags.mark_flags_as_required(["config"])
 
@@ -26,7 +25,8 @@ def main(argv: list[str]) -> None:
 
     config = _CONFIG.value
     seeds = [int(s) for s in _SEEDS.value]
-    result = probe.run_probe(config, _WORKDIR.value or probe.default_workdir(config), seeds)
+    workdir_given = "workdir" in config_flags.get_override_values(flags.FLAGS[_CONFIG.name])
+    result = probe.run_probe(config, probe.output_dir(config, workdir_given), seeds)
     print(probe.summary(result), flush=True)
 
 

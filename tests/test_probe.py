@@ -96,5 +96,16 @@ def test_probe_run_writes_probe_json_with_seeds(data_root, tmp_path, compile_cac
     assert saved["num_folds"] == 4 and saved["num_samples"] == 20
     assert saved["uf1"] == pytest.approx(np.mean([r["uf1"] for r in saved["per_seed"]]))
     assert (
-        "UF1" in probe.summary(saved) and os.path.basename(probe.default_workdir(config)) == "probe_scratch"
+        "UF1" in probe.summary(saved) and os.path.basename(probe.output_dir(config, False)) == "probe_scratch"
     )
+
+
+def test_probe_output_is_config_workdir_when_given_else_beside_the_init(data_root, tmp_path):
+    config = tiny_config(data_root, str(tmp_path / "given"))
+    assert probe.output_dir(config, workdir_given=True) == str(tmp_path / "given")
+    with config.unlocked():
+        config.init = str(tmp_path / "pretrain")
+    assert probe.output_dir(config, workdir_given=False) == str(tmp_path / "pretrain" / "probe")
+    with config.unlocked():
+        config.init = "imagenet:/weights/resnet18.pth"
+    assert probe.output_dir(config, workdir_given=False) == os.path.join("workdirs", "probe_imagenet")

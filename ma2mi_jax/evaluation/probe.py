@@ -56,8 +56,13 @@ def probe_one(
     return {"seed": int(seed), "init": what, "feature_dim": int(x.shape[1]), **result}
 
 
-def default_workdir(config: ml_collections.ConfigDict) -> str:
-    """<init>/probe for a folder init (pre-training workdir or export), else workdirs/probe_<init kind>."""
+def output_dir(config: ml_collections.ConfigDict, workdir_given: bool) -> str:
+    """`config.workdir` when the user set it, else <init>/probe for a folder init, else workdirs/probe_<kind>.
+
+    A fine-tuning config's own default workdir is the fine-tuning run's, so it is not the probe's default.
+    """
+    if workdir_given:
+        return str(config.workdir)
     init = str(config.init).strip()
     if init and not is_random_init(init) and not init.startswith("imagenet:"):
         return os.path.join(init, "probe")
