@@ -54,7 +54,7 @@ class Bench:
         self.num_classes = num_classes
         self.models = state_lib.build_models(config, num_classes, self.vae)
         self.total = int(config.train.steps) if int(config.train.steps) > 0 else SCHEDULE_STEPS
-        self.tx = state_lib.make_optimizer(config, self.total)
+        self.tx = state_lib.pretrain_optimizer(config, self.total)
         self.mesh = mesh_lib.make_mesh()
         # Host copies, so that every timed mode starts from fresh device buffers (the step donates them).
         self.params, self.batch_stats = jax.device_get(init_params(self.models, config.seed))

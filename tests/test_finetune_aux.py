@@ -43,7 +43,7 @@ def _write_pretraining_workdir(workdir: str, overrides: dict, miacnet: dict) -> 
     dit = jax.tree.unflatten(treedef, [rng.normal(0, 0.05, x.shape).astype(np.float32) for x in leaves])
     params = {"miacnet": miacnet["params"]["miacnet"], "dit": dit}
     stats = {"miacnet": miacnet["batch_stats"]["miacnet"]}
-    tx = state_lib.make_optimizer(config, 4)
+    tx = state_lib.pretrain_optimizer(config, 4)
     state = state_lib.create_train_state(params, stats, tx)
     ckpts = checkpoints.Checkpoints(
         os.path.join(workdir, checkpoints.CHECKPOINT_DIR), keep=1, async_save=False

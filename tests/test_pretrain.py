@@ -119,7 +119,7 @@ def test_steps_lower_the_loss_on_a_fixed_batch(data_root):
         }
     )
     _, models, params, stats = _setup(config)
-    tx = state_lib.make_optimizer(config, 10)
+    tx = state_lib.pretrain_optimizer(config, 10)
     state = state_lib.create_train_state(params, stats, tx)
     step = jax.jit(pretrain_step.make_train_step(models, config, tx, 10, None), donate_argnums=(0,))
     batch = _fixed_batch(config)
@@ -188,7 +188,7 @@ def test_losses_reach_only_their_branches(data_root):
     # L_rec alone (position loss off): the optimiser leaves the position encoder's parameters as they
     # are (no gradient and no weight decay) while it moves the rest.
     alone = tiny_config({**pixel, "position_loss.enabled": False})
-    tx = state_lib.make_optimizer(alone, 4)
+    tx = state_lib.pretrain_optimizer(alone, 4)
     updates, _ = tx.update(g["rec"], tx.init(params), params)
     new = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
     for a, b in zip(
@@ -225,7 +225,7 @@ def test_variants_trace_with_the_right_terms(data_root, overrides):
         vae = vae_lib.vae_from_config(config.vae, config.data.image_size, seed=0)
     models = state_lib.build_models(config, 7, vae)
     params, stats = jax.eval_shape(lambda: state_lib.init_variables(models, jax.random.PRNGKey(0)))
-    tx = state_lib.make_optimizer(config, 4)
+    tx = state_lib.pretrain_optimizer(config, 4)
     state = jax.eval_shape(lambda: state_lib.create_train_state(params, stats, tx))
     step = pretrain_step.make_train_step(models, config, tx, 4, vae)
     _, metrics = jax.eval_shape(step, state, vae.params if vae else {}, _fixed_batch(config))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+from typing import Any
 
 import diffusers
 import jax
@@ -11,12 +14,54 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from safetensors.numpy import save_file
 
 from ma2mi_jax import configlib
 from ma2mi_jax.models import flops
 from ma2mi_jax.models import vae as vae_lib
 
 TINY = {"block_out_channels": (8, 16, 16), "layers_per_block": 1, "latent_channels": 4}
+# Writing a diffusers PyTorch-format folder is what a user's downloaded SD-VAE looks like; only the
+# tests write one (the library only reads them).
+_INDEXED = re.compile(r"^(.*)_(\d+)$")
+_ATTN_TO_PT = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def flax_to_pytorch_vae(params: Any) -> dict[str, np.ndarray]:
+    """Inverse of `pytorch_to_flax_vae`: Flax params -> diffusers AutoencoderKL state dict (numpy)."""
+    state = {}
+    for path, value in traverse_util.flatten_dict(params).items():
+        *mods, leaf = path
+        value = np.asarray(value, dtype=np.float32)
+        names = []
+        for m in mods:
+            if m in _ATTN_TO_PT:
+                names.append(_ATTN_TO_PT[m])
+                continue
+            match = _INDEXED.match(m)
+            names.append(f"{match.group(1)}.{match.group(2)}" if match else m)
+        if leaf == "kernel":
+            value = np.transpose(value, (3, 2, 0, 1)) if value.ndim == 4 else value.T
+            leaf = "weight"
+        elif leaf == "scale":
+            leaf = "weight"
+        state[".".join([*names, leaf])] = np.ascontiguousarray(value)
+    return state
+
+
+def save_vae_pytorch_format(folder: str, module: Any, params: Any) -> None:
+    """Write config.json + diffusion_pytorch_model.safetensors as diffusers' PyTorch AutoencoderKL would."""
+    os.makedirs(folder, exist_ok=True)
+    config = {k: v for k, v in dict(module.config).items() if not k.startswith("_")}
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+    config["_class_name"] = "AutoencoderKL"
+    config.pop("dtype", None)
+    with open(os.path.join(folder, vae_lib.CONFIG_NAME), "w") as f:
+        json.dump(config, f, indent=2)
+    save_file(flax_to_pytorch_vae(params), os.path.join(folder, vae_lib.PT_WEIGHTS))
+
+
+
 SIZE = 32
 
 
@@ -70,7 +115,7 @@ def test_encode_passes_no_gradient(tiny_vae):
 
 def test_pytorch_safetensors_folder_round_trip(tiny_vae, tmp_path):
     folder = str(tmp_path / "vae_pt")
-    vae_lib.save_vae_pytorch_format(folder, tiny_vae.module, tiny_vae.params)
+    save_vae_pytorch_format(folder, tiny_vae.module, tiny_vae.params)
     assert sorted(os.listdir(folder)) == ["config.json", "diffusion_pytorch_model.safetensors"]
     from safetensors.numpy import load_file
 
@@ -129,7 +174,7 @@ def test_missing_and_bad_folders(tiny_vae, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         vae_lib.load_vae(str(empty), image_size=SIZE)
     folder = str(tmp_path / "broken")
-    vae_lib.save_vae_pytorch_format(folder, tiny_vae.module, tiny_vae.params)
+    save_vae_pytorch_format(folder, tiny_vae.module, tiny_vae.params)
     from safetensors.numpy import load_file, save_file
 
     path = os.path.join(folder, vae_lib.PT_WEIGHTS)

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,46 +211,6 @@ def pytorch_to_flax_vae(state: dict[str, np.ndarray], module: FlaxAutoencoderKL,
             lines.append(f"  wrong shape ({len(misshaped)}): {'; '.join(misshaped)}")
         raise ValueError("\n".join(lines))
     return traverse_util.unflatten_dict(out)
-
-
-_INDEXED = re.compile(r"^(.*)_(\d+)$")
-_ATTN_TO_PT = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
-
-
-def flax_to_pytorch_vae(params: Any) -> dict[str, np.ndarray]:
-    """Inverse of `pytorch_to_flax_vae`: Flax params -> diffusers AutoencoderKL state dict (numpy)."""
-    state = {}
-    for path, value in traverse_util.flatten_dict(params).items():
-        *mods, leaf = path
-        value = np.asarray(value, dtype=np.float32)
-        names = []
-        for m in mods:
-            if m in _ATTN_TO_PT:
-                names.append(_ATTN_TO_PT[m])
-                continue
-            match = _INDEXED.match(m)
-            names.append(f"{match.group(1)}.{match.group(2)}" if match else m)
-        if leaf == "kernel":
-            value = np.transpose(value, (3, 2, 0, 1)) if value.ndim == 4 else value.T
-            leaf = "weight"
-        elif leaf == "scale":
-            leaf = "weight"
-        state[".".join([*names, leaf])] = np.ascontiguousarray(value)
-    return state
-
-
-def save_vae_pytorch_format(folder: str, module: FlaxAutoencoderKL, params: Any) -> None:
-    """Write config.json + diffusion_pytorch_model.safetensors as diffusers' AutoencoderKL would."""
-    from safetensors.numpy import save_file
-
-    os.makedirs(folder, exist_ok=True)
-    config = {k: v for k, v in dict(module.config).items() if not k.startswith("_")}
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
-    config["_class_name"] = "AutoencoderKL"
-    config.pop("dtype", None)
-    with open(os.path.join(folder, CONFIG_NAME), "w") as f:
-        json.dump(config, f, indent=2)
-    save_file(flax_to_pytorch_vae(params), os.path.join(folder, PT_WEIGHTS))
 
 
 def _load_folder(path: str) -> tuple[FlaxAutoencoderKL, Any]:

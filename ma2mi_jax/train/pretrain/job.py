@@ -270,7 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f"batch {config.train.batch_size} on {jax.device_count()} device(s), objective={config.objective}, "
         f"space={config.space}"
     )
-    tx = state_lib.make_optimizer(config, run.total_steps)
+    tx = state_lib.pretrain_optimizer(config, run.total_steps)
     iterator = make_iterator(run)
     ckpts = checkpoints.Checkpoints(
         os.path.join(workdir, checkpoints.CHECKPOINT_DIR), keep=config.train.keep_checkpoints

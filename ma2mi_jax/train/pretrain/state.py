@@ -134,7 +134,7 @@ def trainable_fn(config: ml_collections.ConfigDict):
     return lambda path: "position_encoder" not in path
 
 
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def pretrain_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
     """AdamW with the config's schedule, clipping and frozen branches."""
     return optim.make_optimizer(config.train, total_steps, trainable_fn(config))
 
