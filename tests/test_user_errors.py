@@ -19,11 +19,12 @@ import fixtures_data as fx
 import numpy as np
 import pytest
 
-from ma2mi_jax import cli, configlib, errors, preflight
+from ma2mi_jax import cli, configlib, errors
 from ma2mi_jax.data.media import decode, facecrop, frames
 from ma2mi_jax.data.readers import casme2, dfew, macro_folders
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError, MacroClip
+from ma2mi_jax.train import folder_checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASME2 = configlib.CASME2_CLASSES
@@ -319,17 +320,17 @@ def test_cli_workdir_and_init_are_checked_before_the_data(tmp_path):
 
 def test_init_message_names_the_config_that_makes_that_workdir(tmp_path):
     with pytest.raises(errors.InitError) as err:
-        preflight.check_init("workdirs/pretrain_synthetic_none")
+        folder_checks.check_init("workdirs/pretrain_synthetic_none")
     assert "--config configs/dfew.py" in str(err.value)
-    cmd = preflight.pretrain_command("workdirs/pretrain_synthetic")
+    cmd = folder_checks.pretrain_command("workdirs/pretrain_synthetic")
     assert cmd.startswith("python scripts/pretrain.py --config configs/synthetic_pretrain.py ")
     empty = tmp_path / "empty_run"
     empty.mkdir()
     with pytest.raises(errors.InitError, match=r"is not a pre-training workdir \(.*no checkpoint found"):
-        preflight.check_init(str(empty))
+        folder_checks.check_init(str(empty))
     with pytest.raises(errors.InitError, match=r"ResNet18 weight file .*none\.safetensors does not exist"):
-        preflight.check_init(f"imagenet:{tmp_path / 'none.safetensors'}")
-    preflight.check_init("scratch")
+        folder_checks.check_init(f"imagenet:{tmp_path / 'none.safetensors'}")
+    folder_checks.check_init("scratch")
 
 
 def _unprivileged() -> tuple[str, ...] | None:

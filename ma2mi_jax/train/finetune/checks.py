@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import ml_collections
 
 from ma2mi_jax.errors import ConfigError
+from ma2mi_jax.train import folder_checks
 from ma2mi_jax.train.finetune.head_init import HEAD_INITS
 
 log = logging.getLogger(__name__)
@@ -70,3 +72,12 @@ def validate_finetune_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.model.fusion == "none" and config.finetune.freeze_position:
         log.warning("finetune.freeze_position has no effect with model.fusion='none' (no position encoder)")
+
+
+def check_before_reading(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
+    """Every check of a cross-validation run, before any data is read: folders, then the config's keys."""
+    folder_checks.check_workdir(workdir)
+    folder_checks.check_init(str(config.init))
+    if float(config.finetune.aux_rec_weight) > 0:  # the auxiliary L_rec loads the VAE
+        folder_checks.check_vae_folder(str(config.vae.path))
+    validate_finetune_config(config)

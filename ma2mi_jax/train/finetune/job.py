@@ -9,14 +9,14 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints, files, preflight
+from ma2mi_jax import checkpoints, files
 from ma2mi_jax.evaluation import report
 from ma2mi_jax.models import miacnet
 from ma2mi_jax.train import mesh as mesh_lib
 from ma2mi_jax.train import observe
 from ma2mi_jax.train.finetune import plan, workdir_files
 from ma2mi_jax.train.finetune.aux_rec import aux_reconstruction
-from ma2mi_jax.train.finetune.checks import validate_finetune_config
+from ma2mi_jax.train.finetune.checks import check_before_reading
 from ma2mi_jax.train.finetune.fold_step import fold_data
 from ma2mi_jax.train.finetune.group_loop import BatchSource, build_group, fold_batches, train_group
 from ma2mi_jax.train.finetune.inputs import read_data
@@ -36,8 +36,7 @@ def run_cross_validation(
     training batch streams (tests pass one that observes or stops the run).
     """
     mesh_lib.maybe_initialize_distributed()
-    preflight.check_finetune(config, workdir)
-    validate_finetune_config(config)
+    check_before_reading(config, workdir)
     samples, pairs = read_data(config)
     specs = plan.fold_specs_from_protocol(config, samples)
     final = plan.final_fold(len(specs), len(samples)) if config.finetune.final_model else None

@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints, preflight
+from ma2mi_jax import checkpoints
 from ma2mi_jax.errors import ConfigError, InitError
 from ma2mi_jax.models import miacnet, resnet_import
 from ma2mi_jax.serving import classifier
+from ma2mi_jax.train import folder_checks
 
 
 def build_classifier(config: ml_collections.ConfigDict):
@@ -49,7 +50,7 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
     if init.startswith("imagenet:"):
         return _init_imagenet(config, variables, init.removeprefix("imagenet:"))
     path = Path(init)
-    preflight.check_init(init)
+    folder_checks.check_init(init)
     if classifier.is_exported_classifier(path):
         source = classifier.load_exported_variables(path)
         source = {"params": source["params"]["miacnet"], "batch_stats": source["batch_stats"]["miacnet"]}

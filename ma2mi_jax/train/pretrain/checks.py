@@ -7,9 +7,11 @@ import re
 
 import ml_collections
 
-from ma2mi_jax.errors import ConfigError
+from ma2mi_jax import checkpoints
+from ma2mi_jax.errors import ConfigError, InitError
 from ma2mi_jax.models import dit
 from ma2mi_jax.models.miacnet import FUSIONS
+from ma2mi_jax.train import folder_checks
 
 DTYPES = ("float32", "bfloat16")
 OBJECTIVES = ("reconstruction", "supervised")
@@ -173,3 +175,21 @@ def validate_pretrain_config(config: ml_collections.ConfigDict, num_devices: int
         problems.append(f"init={config.init!r} does not exist; give a pre-training workdir or ''")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def check_before_reading(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike, num_devices: int
+) -> None:
+    """Every check of a pre-training run, before any data is read: folders, then the config's keys."""
+    folder_checks.check_workdir(workdir)
+    init = str(config.init).strip()
+    if init:
+        try:
+            checkpoints.resolve(init)
+        except checkpoints.CheckpointError as err:
+            raise InitError(
+                f"config.init={init!r}: {err}; give the workdir of an earlier pre-training run to start "
+                "from, or --config.init='' to start from random weights"
+            ) from None
+    folder_checks.check_vae_folder(str(config.vae.path))
+    validate_pretrain_config(config, num_devices=num_devices)

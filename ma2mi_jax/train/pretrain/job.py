@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ma2mi_jax import checkpoints, files, preflight
+from ma2mi_jax import checkpoints, files
 from ma2mi_jax.data import latent_cache as latent_cache_lib
 from ma2mi_jax.data import pretrain_pipeline as pipeline
 from ma2mi_jax.data.readers import registry as readers
@@ -258,9 +258,8 @@ def save_picture(
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Pre-train (or resume) in `workdir` for the configured steps; returns the final metrics."""
-    preflight.check_pretrain(config, workdir)  # workdir, init and VAE folder, before any data is read
     mesh_lib.maybe_initialize_distributed()
-    validate.validate_pretrain_config(config, num_devices=jax.device_count())
+    validate.check_before_reading(config, workdir, num_devices=jax.device_count())
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     run = prepare(config, workdir)

@@ -1,14 +1,14 @@
-"""Checks a run makes before it reads any data or writes anything: the workdir and `config.init`.
+"""The folders a run needs, checked before it reads any data or writes anything.
 
-`check_finetune(config, workdir)` (scripts/loso.py) and `check_pretrain(config, workdir)`
-(scripts/pretrain.py) raise a `WorkdirError` / `InitError` naming the path and what to do when
+Each job's `checks.check_before_reading` uses these; they raise a `WorkdirError` / `InitError`
+naming the path and what to do when
 - the workdir exists as a file (or a dangling link), cannot be created (a part of its path is a
   file, or the nearest existing folder is not writable), or exists and is not writable;
 - `config.init` is a path that does not exist, or a folder that is neither a pre-training workdir
   (with `checkpoints/<step>/`) nor an exported classifier; the message gives the exact command that
   makes the pre-training workdir, and the `scratch` / `imagenet:<file>` alternatives;
 - `config.init='imagenet:<file>'` names a file that does not exist;
-- pre-training: `vae.path` names a folder without the VAE's config.json and weights.
+- `vae.path` names a folder without the VAE's config.json and weights.
 Nothing is created: a workdir that does not exist yet is made later by the run itself.
 """
 
@@ -150,26 +150,3 @@ def check_vae_folder(path: str) -> None:
             "sd-vae-ft-ema in diffusers format there (see third_party/README.md), or set "
             "--config.vae.path='' for a random VAE"
         )
-
-
-def check_finetune(config: Any, workdir: str | os.PathLike) -> None:
-    """The checks of a cross-validation run (scripts/loso.py): workdir, then `config.init`."""
-    check_workdir(workdir)
-    check_init(str(config.init))
-    if float(config.finetune.aux_rec_weight) > 0:  # the auxiliary L_rec loads the VAE
-        check_vae_folder(str(config.vae.path))
-
-
-def check_pretrain(config: Any, workdir: str | os.PathLike) -> None:
-    """The checks of a pre-training run (scripts/pretrain.py): workdir, `config.init`, `vae.path`."""
-    check_workdir(workdir)
-    init = str(config.init).strip()
-    if init:
-        try:
-            checkpoints.resolve(init)
-        except checkpoints.CheckpointError as err:
-            raise InitError(
-                f"config.init={init!r}: {err}; give the workdir of an earlier pre-training run to start "
-                "from, or --config.init='' to start from random weights"
-            ) from None
-    check_vae_folder(str(config.vae.path))
