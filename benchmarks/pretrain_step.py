@@ -4,7 +4,7 @@ python benchmarks/pretrain_step.py --config configs/synthetic_pretrain.py:tiny -
 python benchmarks/pretrain_step.py --config configs/dfew.py --config.dtype=bfloat16 --latent_cache
 
 Builds the library's own step (`ma2mi_jax.train.pretrain.step.make_train_step`, jitted with the state
-donated and replicated as `pretrain._loop` does), compiles it ahead of time, runs it on random
+donated and replicated as `train.pretrain.loop.run_loop` does), compiles it ahead of time, runs it on random
 uint8 frames of the config's shapes, and prints compile time, step time, samples/s, FLOPs per step
 (analytic and XLA's), achieved FLOP/s, MFU and peak memory. `--latent_cache` times the step twice,
 encoding x_t and x_{t+k} with the frozen VAE inside the step and reading precomputed latents, and
@@ -40,7 +40,8 @@ class Bench:
     def __init__(self, config: ml_collections.ConfigDict) -> None:
         from ma2mi_jax.models import vae as vae_lib
         from ma2mi_jax.train import mesh as mesh_lib
-        from ma2mi_jax.train.pretrain import job as pretrain
+        from ma2mi_jax.train.pretrain import loop as loop_lib
+        from ma2mi_jax.train.pretrain import setup
         from ma2mi_jax.train.pretrain import state as state_lib
         from ma2mi_jax.train.pretrain import step as pretrain_step
 
@@ -65,9 +66,9 @@ class Bench:
             donate_argnums=(0,),
             out_shardings=(replicated, replicated),
         )
-        # pretrain.analytic_flops reads only the config and the models of a Run.
-        run = pretrain.Run(config, "", [], [], self.models, self.vae, self.total, 0, self.mesh)
-        self.model_flops = float(pretrain.analytic_flops(run))
+        # loop_lib.analytic_flops reads only the config and the models of a Run.
+        run = setup.Run(config, "", [], [], self.models, self.vae, self.total, 0, self.mesh)
+        self.model_flops = float(loop_lib.analytic_flops(run))
 
     def fresh_state(self):
         """A new replicated step-0 state (the timed step donates the previous one)."""

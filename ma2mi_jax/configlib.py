@@ -140,17 +140,9 @@ def pretrain_base() -> ml_collections.ConfigDict:
     return c
 
 
-def finetune_base() -> ml_collections.ConfigDict:
-    """Defaults for cross-validated fine-tuning (docs/method.md)."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.workdir = "workdirs/loso"
-    c.dtype = "float32"
-    # MA2MI pre-training workdir or exported checkpoint | "imagenet:<resnet18 file>" | "scratch"
-    c.init = "scratch"
-    c.model = _model()
-    c.vae = _vae()  # only used when finetune.aux_rec_weight > 0
-    c.data = ml_collections.ConfigDict(
+def _micro_data() -> ml_collections.ConfigDict:
+    """The fine-tuning data defaults: a micro-expression set (`data.name`) and its pairs' augmentation."""
+    return ml_collections.ConfigDict(
         {
             "name": "casme2",  # casme2 | samm | mmew
             "root": "",
@@ -165,26 +157,11 @@ def finetune_base() -> ml_collections.ConfigDict:
             "augment": _augment(crop_pad=16, rotation_deg=10.0, flip=True),
         }
     )
-    c.protocol = ml_collections.ConfigDict(
-        {
-            "name": "loso",  # loso | kfold (subject-independent)
-            "num_folds": 5,  # kfold only
-        }
-    )
-    c.train = ml_collections.ConfigDict(
-        {
-            "epochs": 80,
-            "batch_size": 16,
-            "lr": 4e-4,
-            "weight_decay": 0.1,
-            "final_lr_ratio": 1.0,  # 1.0 = constant learning rate
-            "grad_clip": 0.0,
-            "log_every": 1,  # epochs
-            "checkpoint_every": 10,  # epochs
-            "keep_checkpoints": 2,
-        }
-    )
-    c.finetune = ml_collections.ConfigDict(
+
+
+def _finetune_switches() -> ml_collections.ConfigDict:
+    """How the folds train: grouping, sequential folds, frozen parts, head start, auxiliary loss."""
+    return ml_collections.ConfigDict(
         {
             "folds_per_step": 0,  # folds trained together (vmapped); 0 = all
             # Folds one at a time instead of one vmapped step. Unset (None) = automatic: vmapped on
@@ -207,8 +184,11 @@ def finetune_base() -> ml_collections.ConfigDict:
             "final_model": False,  # also train one model on all subjects for export
         }
     )
-    # scripts/probe.py: linear probe of the frozen MIACNet of config.init (ma2mi_jax/evaluation/probe.py).
-    c.probe = ml_collections.ConfigDict(
+
+
+def _probe() -> ml_collections.ConfigDict:
+    """The linear probe of scripts/probe.py (and of `finetune.head_init="probe"`)."""
+    return ml_collections.ConfigDict(
         {
             "features": "c",  # c | c+action (c with the global average of the action map) | map (flattened)
             "C": 1.0,  # inverse L2 strength of the balanced logistic regression
@@ -216,6 +196,40 @@ def finetune_base() -> ml_collections.ConfigDict:
             "bn_batch": 256,  # pairs per chunk for the BatchNorm re-estimation and the features
         }
     )
+
+
+def finetune_base() -> ml_collections.ConfigDict:
+    """Defaults for cross-validated fine-tuning (docs/method.md)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.workdir = "workdirs/loso"
+    c.dtype = "float32"
+    # MA2MI pre-training workdir or exported checkpoint | "imagenet:<resnet18 file>" | "scratch"
+    c.init = "scratch"
+    c.model = _model()
+    c.vae = _vae()  # only used when finetune.aux_rec_weight > 0
+    c.data = _micro_data()
+    c.protocol = ml_collections.ConfigDict(
+        {
+            "name": "loso",  # loso | kfold (subject-independent)
+            "num_folds": 5,  # kfold only
+        }
+    )
+    c.train = ml_collections.ConfigDict(
+        {
+            "epochs": 80,
+            "batch_size": 16,
+            "lr": 4e-4,
+            "weight_decay": 0.1,
+            "final_lr_ratio": 1.0,  # 1.0 = constant learning rate
+            "grad_clip": 0.0,
+            "log_every": 1,  # epochs
+            "checkpoint_every": 10,  # epochs
+            "keep_checkpoints": 2,
+        }
+    )
+    c.finetune = _finetune_switches()
+    c.probe = _probe()  # scripts/probe.py: linear probe of the frozen MIACNet of config.init
     return c
 
 

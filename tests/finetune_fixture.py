@@ -81,7 +81,7 @@ def fixed_data(num_folds: int, batch: int = 4, size: int = 32, seed: int = 3):
     the same batch as frames {"frame0","frame1","label"} [F,B,...]).
     """
     from ma2mi_jax.data import device_augment
-    from ma2mi_jax.train.finetune import fold_step as step
+    from ma2mi_jax.train.finetune import fold_step
 
     rng = np.random.default_rng(seed)
     n = num_folds * batch
@@ -94,22 +94,21 @@ def fixed_data(num_folds: int, batch: int = 4, size: int = 32, seed: int = 3):
     labels = frames["label"].reshape(n)
     indices = np.arange(n, dtype=np.int32).reshape(num_folds, batch)
     warp = device_augment.identity_matrices(n).reshape(num_folds, batch, 2, 3)
-    return step.fold_data(pairs, labels), {"indices": indices, "warp": warp}, frames
+    return fold_step.fold_data(pairs, labels), {"indices": indices, "warp": warp}, frames
 
 
 def fold_runner(model, tx, data, *, frozen=(), aux=None, aux_weight=0.0, sequential=False, fold_threads=1):
     """The run's FoldGroupRunner without augmentation (so a step sees exactly the indexed frames)."""
     from ma2mi_jax import losses
     from ma2mi_jax.data.device_augment import PairAugment
-    from ma2mi_jax.train.finetune import fold_execution
-    from ma2mi_jax.train.finetune import fold_step as step
+    from ma2mi_jax.train.finetune import fold_execution, fold_step
 
-    frame_step = step.make_frame_step(
+    frame_step = fold_step.make_frame_step(
         model, tx, losses.cross_entropy, frozen, None if aux is None else aux.loss, aux_weight
     )
     return fold_execution.FoldGroupRunner(
-        step.make_fold_step(frame_step, PairAugment()),
-        step.make_fold_predict(model),
+        fold_step.make_fold_step(frame_step, PairAugment()),
+        fold_step.make_fold_predict(model),
         data,
         sequential=sequential,
         frozen_inputs=None if aux is None else aux.frozen_inputs(),

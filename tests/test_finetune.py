@@ -19,10 +19,7 @@ from pretrain_fixture import default_level_flags, free_port
 from ma2mi_jax import checkpoints
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.train import finetune
-from ma2mi_jax.train.finetune import fold_execution as runner_lib
-from ma2mi_jax.train.finetune import fold_step as step_lib
-from ma2mi_jax.train.finetune import inputs as data_lib
-from ma2mi_jax.train.finetune import starting_point as init_lib
+from ma2mi_jax.train.finetune import fold_execution, fold_step, inputs, starting_point
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every run of this file: 3 epochs, evaluation and a checkpoint after each.
@@ -105,7 +102,7 @@ def test_held_out_subject_never_in_training_batches(data_root):
     groups = finetune.make_groups(specs, 0, config.train.batch_size, None)
     subjects = np.asarray([s.subject for s in samples])
     labels = np.asarray([s.label for s in samples], np.int32)
-    data = jax.tree.map(jnp.asarray, step_lib.fold_data(pairs, labels))
+    data = jax.tree.map(jnp.asarray, fold_step.fold_data(pairs, labels))
     streams = finetune.fold_batches(groups[0].folds, groups[0].steps_per_epoch, config)
     seen = [set() for _ in specs]
     for epoch in range(1, config.train.epochs + 1):
@@ -115,7 +112,7 @@ def test_held_out_subject_never_in_training_batches(data_root):
             batch_subjects = set(subjects[indices[:, f].ravel()])
             assert not batch_subjects & set(spec.test_subjects), spec.name
             seen[f] |= set(indices[:, f].ravel().tolist())
-        batch = step_lib.gather_batch(data, jnp.asarray(indices[0, 0]))  # what the step reads
+        batch = fold_step.gather_batch(data, jnp.asarray(indices[0, 0]))  # what the step reads
         np.testing.assert_array_equal(batch["label"], labels[indices[0, 0]])
         np.testing.assert_array_equal(batch["frame0"], pairs[indices[0, 0], 0])
         np.testing.assert_array_equal(batch["frame1"], pairs[indices[0, 0], 1])
@@ -231,7 +228,7 @@ def test_checkpoint_of_another_size_lists_keys_and_config_keys():
             small["params"]["miacnet"],
             wide["params"]["miacnet"],
             "params of ckpt",
-            init_lib.architecture_hint(wide["params"]["miacnet"], config),
+            starting_point.architecture_hint(wide["params"]["miacnet"], config),
         )
     assert "shape action_encoder/bn1/bias: model (8,), checkpoint (16,)" in str(err.value)
     none = shapes(8, "none")
@@ -240,7 +237,7 @@ def test_checkpoint_of_another_size_lists_keys_and_config_keys():
             small["params"]["miacnet"],
             none["params"]["miacnet"],
             "params of ckpt",
-            init_lib.architecture_hint(none["params"]["miacnet"], config),
+            starting_point.architecture_hint(none["params"]["miacnet"], config),
         )
     assert "missing in checkpoint: position_encoder" in str(err.value)
 
@@ -257,10 +254,10 @@ def test_random_init_is_one_program_for_every_seed_and_equal_module(compile_cach
     """Seeds and equal classifiers share one compiled init; its values are model.init's, bit for bit."""
     config = tiny_config("unused", "unused")
     size = int(config.data.image_size)
-    before = init_lib.random_variables._cache_size()
-    a = init_lib.random_variables(finetune.build_classifier(config), size, jax.random.key(0))
-    b = init_lib.random_variables(finetune.build_classifier(config), size, jax.random.key(1))
-    assert init_lib.random_variables._cache_size() - before <= 1  # 0 when an earlier test compiled it
+    before = starting_point.random_variables._cache_size()
+    a = starting_point.random_variables(finetune.build_classifier(config), size, jax.random.key(0))
+    b = starting_point.random_variables(finetune.build_classifier(config), size, jax.random.key(1))
+    assert starting_point.random_variables._cache_size() - before <= 1  # 0 when an earlier test compiled it
     dummy = jnp.zeros((1, size, size, 3), jnp.uint8)
     model = finetune.build_classifier(config)
     ref = jax.jit(lambda k: model.init(k, dummy, dummy, train=False))(jax.random.key(1))
@@ -283,19 +280,19 @@ def test_frozen_encoders_keep_weights_and_batch_statistics(compile_cache):
         "params": variables["params"],
         "batch_stats": jax.tree.map(lambda v: v + 0.5, variables["batch_stats"]),
     }
-    frozen = step_lib.frozen_modules(config.finetune)
+    frozen = fold_step.frozen_modules(config.finetune)
     assert frozen == ("position_encoder",)
-    tx = optim.make_optimizer(config.train, 10, step_lib.trainable_outside(frozen))
+    tx = optim.make_optimizer(config.train, 10, fold_step.trainable_outside(frozen))
     runner = fold_runner(model, tx, data, frozen=frozen)
-    state = runner.group_state(step_lib.broadcast_folds(step_lib.init_fold_state(variables, tx), 2))
-    keys = jnp.stack([step_lib.fold_key(0, 0), step_lib.fold_key(0, 1)])
+    state = runner.group_state(fold_step.broadcast_folds(fold_step.init_fold_state(variables, tx), 2))
+    keys = jnp.stack([fold_step.fold_key(0, 0), fold_step.fold_key(0, 1)])
     for _ in range(2):
         state, m = runner.train_step(state, batch, keys)
     assert m["loss"].shape == (2,)
     before_p = variables["params"]["miacnet"]
     before_s = variables["batch_stats"]["miacnet"]
     for i in range(2):
-        after = step_lib.take_fold(state, i)
+        after = fold_step.take_fold(state, i)
         jax.tree.map(
             np.testing.assert_array_equal,
             after.params["classifier"]["miacnet"]["position_encoder"],
@@ -329,13 +326,13 @@ def test_head_only_epochs_hold_the_encoders_then_release_them(compile_cache):
     model = finetune.build_classifier(config)
     data, batch, _ = fixed_data(2, seed=0)
     variables, _ = finetune.initial_variables(config, model)
-    tx = optim.make_optimizer(config.train, 10, held=step_lib.encoder_path, hold_steps=2)
+    tx = optim.make_optimizer(config.train, 10, held=fold_step.encoder_path, hold_steps=2)
     runner = fold_runner(model, tx, data)
-    state = runner.group_state(step_lib.broadcast_folds(step_lib.init_fold_state(variables, tx), 2))
-    keys = jnp.stack([step_lib.fold_key(0, 0), step_lib.fold_key(0, 1)])
+    state = runner.group_state(fold_step.broadcast_folds(fold_step.init_fold_state(variables, tx), 2))
+    keys = jnp.stack([fold_step.fold_key(0, 0), fold_step.fold_key(0, 1)])
 
     def encoders_moved(state) -> list[bool]:
-        after = step_lib.take_fold(state, 0).params["classifier"]["miacnet"]
+        after = fold_step.take_fold(state, 0).params["classifier"]["miacnet"]
         return [
             bool(np.any(np.asarray(a) != np.asarray(b)))
             for name in ("action_encoder", "position_encoder")
@@ -349,7 +346,7 @@ def test_head_only_epochs_hold_the_encoders_then_release_them(compile_cache):
     for _ in range(2):
         state, _ = runner.train_step(state, batch, keys)
     assert not any(encoders_moved(state))
-    assert np.abs(np.asarray(step_lib.take_fold(state, 0).params["classifier"]["head"]["kernel"])).max() > 0
+    assert np.abs(np.asarray(fold_step.take_fold(state, 0).params["classifier"]["head"]["kernel"])).max() > 0
     state, _ = runner.train_step(state, batch, keys)
     assert all(encoders_moved(state))
 
@@ -366,7 +363,7 @@ def test_frozen_batchnorm_is_inference_mode(compile_cache):
     v = {"params": v["params"], "batch_stats": jax.tree.map(lambda s: s + 0.3, v["batch_stats"])}
     v["params"]["head"] = jax.tree.map(lambda p: p + 0.01, v["params"]["head"])
     expected = model.apply(v, x0, x1, train=False, return_features=True)[1]
-    with step_lib.frozen_batchnorm(("position_encoder", "action_encoder")):
+    with fold_step.frozen_batchnorm(("position_encoder", "action_encoder")):
         (_, got), new = model.apply(v, x0, x1, train=True, return_features=True, mutable=["batch_stats"])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     jax.tree.map(np.testing.assert_array_equal, new["batch_stats"], v["batch_stats"])
@@ -387,11 +384,11 @@ def test_folds_stepped_from_several_threads_give_the_same_bits(compile_cache):
     tx = optim.make_optimizer(config.train, 10)
     data, batch, _ = fixed_data(3, seed=2)
     epoch = {k: np.stack([v, v[::-1]]) for k, v in batch.items()}  # 2 steps, leaves [S,F,B,...]
-    keys = jnp.stack([step_lib.fold_key(0, i) for i in range(3)])
+    keys = jnp.stack([fold_step.fold_key(0, i) for i in range(3)])
     states = []
     for threads in (1, 3):
         runner = fold_runner(model, tx, data, sequential=True, fold_threads=threads)
-        state = runner.group_state(step_lib.broadcast_folds(step_lib.init_fold_state(variables, tx), 3))
+        state = runner.group_state(fold_step.broadcast_folds(fold_step.init_fold_state(variables, tx), 3))
         state, metrics = runner.run_epoch(state, epoch, keys)
         assert metrics["loss"].shape == (2, 3)
         states.append((runner.stacked(state), metrics))
@@ -399,7 +396,7 @@ def test_folds_stepped_from_several_threads_give_the_same_bits(compile_cache):
 
 
 def test_eval_index_batches_pad_and_mask():
-    idx, mask = data_lib.eval_index_batches([np.arange(5), np.arange(10, 12)], 4)
+    idx, mask = inputs.eval_index_batches([np.arange(5), np.arange(10, 12)], 4)
     assert idx.shape == mask.shape == (2, 2, 4)  # [nb, F, B]
     np.testing.assert_array_equal(idx[:, 0][mask[:, 0]], np.arange(5))
     np.testing.assert_array_equal(idx[:, 1][mask[:, 1]], [10, 11])
@@ -411,8 +408,8 @@ def test_fold_mode_is_automatic_unless_set():
 
     ft = configlib.finetune_base().finetune
     assert ft.sequential is None
-    assert runner_lib.runs_sequentially(ft) == (jax.default_backend() == "cpu")
+    assert fold_execution.runs_sequentially(ft) == (jax.default_backend() == "cpu")
     ft.sequential = False
-    assert not runner_lib.runs_sequentially(ft)
+    assert not fold_execution.runs_sequentially(ft)
     ft.sequential = True
-    assert runner_lib.runs_sequentially(ft)
+    assert fold_execution.runs_sequentially(ft)

@@ -20,8 +20,7 @@ from pretrain_fixture import tiny_config as pretrain_tiny_config
 from ma2mi_jax import checkpoints, losses
 from ma2mi_jax.errors import InitError
 from ma2mi_jax.train import finetune, optim
-from ma2mi_jax.train.finetune import aux_rec as aux_lib
-from ma2mi_jax.train.finetune import fold_step as step_lib
+from ma2mi_jax.train.finetune import aux_rec, fold_step
 from ma2mi_jax.train.pretrain import state as state_lib
 
 AUX = 0.5  # finetune.aux_rec_weight of the runs
@@ -122,7 +121,7 @@ def setup(aux_run):
     _, config, _ = aux_run
     model = finetune.build_classifier(config)
     variables, _ = finetune.initial_variables(config, model)
-    aux = aux_lib.aux_reconstruction(config)
+    aux = aux_rec.aux_reconstruction(config)
     # The run's optimiser (constant learning rate: the schedule's length does not enter the program)
     tx = optim.make_optimizer(config.train, 10)
     return model, variables, aux, tx, float(config.train.lr)
@@ -130,15 +129,15 @@ def setup(aux_run):
 
 def _start(runner, variables, tx, num_folds, extra=None):
     """Every fold at step 0, in the runner's form."""
-    single = step_lib.init_fold_state(variables, tx, extra)
-    return runner.group_state(step_lib.broadcast_folds(single, num_folds))
+    single = fold_step.init_fold_state(variables, tx, extra)
+    return runner.group_state(fold_step.broadcast_folds(single, num_folds))
 
 
 def test_rec_is_l1_of_dit_on_vae_latents_and_dit_trains_per_fold(setup):
     """The run's vmapped step (same program): loss = CE + w * L1(DiT(VAE(onset), c), VAE(apex))."""
     model, variables, aux, tx, _ = setup
     data, fold_batch, batch = fixed_data(4)
-    keys = jnp.stack([step_lib.fold_key(0, i) for i in range(4)])
+    keys = jnp.stack([fold_step.fold_key(0, i) for i in range(4)])
     runner = fold_runner(model, tx, data, aux=aux, aux_weight=AUX)
     state = _start(runner, variables, tx, 4, {"dit": aux.dit_params})
     state, m = runner.train_step(state, fold_batch, keys)
@@ -182,7 +181,7 @@ def test_zero_aux_weight_equals_plain_cross_entropy(setup):
     """
     model, variables, aux, tx, lr = setup
     data, fold_batch, _ = fixed_data(2, seed=5)
-    keys = jnp.stack([step_lib.fold_key(0, i) for i in range(2)])
+    keys = jnp.stack([fold_step.fold_key(0, i) for i in range(2)])
     with_aux = fold_runner(model, tx, data, aux=aux, aux_weight=0.0, sequential=True)
     plain = fold_runner(model, tx, data)
     s_aux = _start(with_aux, variables, tx, 2, {"dit": aux.dit_params})
@@ -216,8 +215,8 @@ def test_pixel_space_pretraining_uses_pixels_and_checks_the_dit_variant(
     params = _write_pretraining_workdir(pre, {"space": "pixel", "model.dit": "T/4"}, classifier_variables)
     overrides = {"init": pre, "finetune.aux_rec_weight": AUX}
     with pytest.raises(ValueError, match=r"model\.dit='T/4'.*space='pixel'"):
-        aux_lib.aux_reconstruction(tiny_config(data_root, "unused", **overrides))  # tiny: model.dit='T/2'
-    aux = aux_lib.aux_reconstruction(tiny_config(data_root, "unused", **overrides, **{"model.dit": "T/4"}))
+        aux_rec.aux_reconstruction(tiny_config(data_root, "unused", **overrides))  # tiny: model.dit='T/2'
+    aux = aux_rec.aux_reconstruction(tiny_config(data_root, "unused", **overrides, **{"model.dit": "T/4"}))
     assert aux.vae is None and aux.space == "pixel" and aux.frozen_inputs() == {}
     jax.tree.map(np.testing.assert_array_equal, aux.dit_params, params["dit"])
     batch = jax.tree.map(lambda x: x[0], fixed_data(1, seed=9)[2])
@@ -242,16 +241,16 @@ def test_a_dit_that_reads_the_fused_map_is_refused_naming_the_keys(tmp_path, dat
     _write_pretraining_workdir(pre, {"model.dit_condition_map": True}, classifier_variables)
     config = tiny_config(data_root, "unused", **{"init": pre, "finetune.aux_rec_weight": AUX})
     with pytest.raises(InitError, match=r"dit_condition_map=True.*finetune\.aux_rec_weight=0"):
-        aux_lib.aux_reconstruction(config)
+        aux_rec.aux_reconstruction(config)
 
 
 def test_init_line_says_when_pre_training_registered_its_pairs_otherwise(data_root, pretrained):
     """The pre-training run registered nothing (register_iterations 0): silent at 0, named at 8."""
-    from ma2mi_jax.train.finetune import starting_point as init_lib
+    from ma2mi_jax.train.finetune import starting_point
 
     config = tiny_config(data_root, "unused", init=pretrained[0])
-    assert init_lib.registration_note(config, pretrained[0]) == ""
+    assert starting_point.registration_note(config, pretrained[0]) == ""
     with config.unlocked():
         config.model.register_iterations = 8
-    note = init_lib.registration_note(config, pretrained[0])
+    note = starting_point.registration_note(config, pretrained[0])
     assert "model.register_iterations=0" in note and "uses 8" in note

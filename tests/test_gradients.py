@@ -21,8 +21,8 @@ from pretrain_fixture import config_file
 from ma2mi_jax import losses
 from ma2mi_jax.models import miacnet
 from ma2mi_jax.models import vae as vae_lib
-from ma2mi_jax.train.finetune import fold_step as finetune_step
-from ma2mi_jax.train.pretrain import state as pretrain_state
+from ma2mi_jax.train.finetune import fold_step
+from ma2mi_jax.train.pretrain import state
 from ma2mi_jax.train.pretrain import step as pretrain_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,8 +101,8 @@ def test_pretraining_gradients_of_every_leaf_match_float64():
     c32, c64 = _pretrain_config("float32"), _pretrain_config("float64")
     size = int(c32.data.image_size)
     vae = vae_lib.vae_from_config(c32.vae, size, seed=0)
-    m32, m64 = pretrain_state.build_models(c32, 0, vae), pretrain_state.build_models(c64, 0, vae)
-    params, stats = _init(lambda k: pretrain_state.init_variables(m32, k))
+    m32, m64 = state.build_models(c32, 0, vae), state.build_models(c64, 0, vae)
+    params, stats = _init(lambda k: state.init_variables(m32, k))
     params = _perturbed(params, 1)
     frame0, frame1 = _smooth_pairs(size, BATCH, seed=2)
     # Latents as the latent cache hands them to the step (float32); their values do not matter here.
@@ -137,7 +137,7 @@ def test_finetuning_gradients_of_every_leaf_match_float64():
     key = jax.random.PRNGKey(6)
 
     def gradient(model):
-        objective = finetune_step.make_objective(model, losses.cross_entropy)
+        objective = fold_step.make_objective(model, losses.cross_entropy)
         return jax.grad(lambda p, s, b: objective(p, s, b, key, None)[0])
 
     g32 = jax.jit(gradient(m32), compiler_options=DEFAULT_LEVEL)(params, stats, batch)

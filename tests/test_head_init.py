@@ -8,8 +8,7 @@ from finetune_fixture import fixed_data, fold_runner, tiny_config
 from sklearn.linear_model import LogisticRegression
 
 from ma2mi_jax.train import finetune, optim
-from ma2mi_jax.train.finetune import fold_step as step_lib
-from ma2mi_jax.train.finetune import head_init
+from ma2mi_jax.train.finetune import fold_step, head_init
 from ma2mi_jax.train.finetune.group_loop import GroupTrainer
 
 
@@ -67,7 +66,7 @@ def test_every_fold_starts_at_its_own_probe(compile_cache):
         np.testing.assert_array_equal(padded[k][2], heads[k][0])
     tx = optim.make_optimizer(config.train, 10)
     runner = fold_runner(model, tx, data)
-    fresh = step_lib.init_fold_state(variables, tx)
+    fresh = fold_step.init_fold_state(variables, tx)
     trainer = GroupTrainer(
         group=None, real=[], padded=[None, None], runner=runner, tx=tx, batches=None, keys=None,
         fresh=fresh, labels=np.asarray(data["labels"]), eval_batch_size=8, fit_heads=lambda: heads,
@@ -82,8 +81,7 @@ def test_every_fold_starts_at_its_own_probe(compile_cache):
 
 def test_a_resumed_group_restores_its_heads_without_fitting_them_again(tmp_path, compile_cache):
     """A fresh start fits the probe heads once; resuming from a checkpoint restores them, no new fit."""
-    from ma2mi_jax.train.finetune import group_loop as trainer_lib
-    from ma2mi_jax.train.finetune import plan, workdir_files
+    from ma2mi_jax.train.finetune import group_loop, plan, workdir_files
 
     config = tiny_config("unused", "unused")
     model = finetune.build_classifier(config)
@@ -99,16 +97,16 @@ def test_a_resumed_group_restores_its_heads_without_fitting_them_again(tmp_path,
     fits = []
     trainer = GroupTrainer(
         group=plan.Group("group_000", (), 1), real=[], padded=[None, None], runner=runner, tx=tx,
-        batches=None, keys=None, fresh=step_lib.init_fold_state(variables, tx),
+        batches=None, keys=None, fresh=fold_step.init_fold_state(variables, tx),
         labels=np.asarray(data["labels"]), eval_batch_size=8, fit_heads=lambda: fits.append(1) or fitted,
     )  # fmt: skip
     ckpt = workdir_files.group_checkpoints(tmp_path, "group_000", keep=2)
-    state, history, _, start = trainer_lib._resume(trainer, ckpt)
+    state, history, _, start = group_loop._resume(trainer, ckpt)
     assert start == 0 and len(fits) == 1
     ckpt.save(1, runner.stacked(state), meta={"epoch": 1, "history": history})
     ckpt.close()
     ckpt = workdir_files.group_checkpoints(tmp_path, "group_000", keep=2)
-    state, _, _, start = trainer_lib._resume(trainer, ckpt)
+    state, _, _, start = group_loop._resume(trainer, ckpt)
     ckpt.close()
     assert start == 1 and len(fits) == 1
     head = runner.stacked(state).params["classifier"]["head"]

@@ -91,9 +91,9 @@ def test_miacnet_action_input_is_registered():
 
 
 def test_a_pair_registered_beforehand_gives_what_the_model_registers_itself():
-    """Fine-tuning registers every pair once (`step.fold_data`, int16 fixed point) and passes the
+    """Fine-tuning registers every pair once (`fold_step.fold_data`, int16 fixed point) and passes the
     difference as `motion`: the condition is the model's own registered one, to float rounding."""
-    from ma2mi_jax.train.finetune import fold_step as step
+    from ma2mi_jax.train.finetune import fold_step
 
     rng = np.random.default_rng(5)
     img = _face(rng)
@@ -101,13 +101,14 @@ def test_a_pair_registered_beforehand_gives_what_the_model_registers_itself():
         [np.concatenate([img, _transformed(img, (0.8 * i, -0.5, 0.02 * i, 0.01), 1.03)]) for i in range(3)]
     )  # [3,2,S,S,3] float
     pairs = np.clip(np.round(pairs), 0, 255).astype(np.uint8)
-    data = step.fold_data(pairs, np.zeros(3, np.int32), register_iterations=8, batch_size=2)
+    data = fold_step.fold_data(pairs, np.zeros(3, np.int32), register_iterations=8, batch_size=2)
     assert data["motion"].dtype == np.int16 and data["motion"].shape == (3, S, S, 3)
     exact = np.asarray(register_motion(jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1]), 8))
-    np.testing.assert_allclose(data["motion"] / step.MOTION_SCALE, exact, atol=0.5 / step.MOTION_SCALE + 1e-3)
+    scale = fold_step.MOTION_SCALE
+    np.testing.assert_allclose(data["motion"] / scale, exact, atol=0.5 / scale + 1e-3)
     assert np.abs(exact).max() > 5  # the pairs differ
-    assert "motion" not in step.fold_data(pairs, np.zeros(3, np.int32))
-    batch = step.gather_batch(jax.tree.map(jnp.asarray, data), jnp.arange(3))
+    assert "motion" not in fold_step.fold_data(pairs, np.zeros(3, np.int32))
+    batch = fold_step.gather_batch(jax.tree.map(jnp.asarray, data), jnp.arange(3))
     model = miacnet.MIACClassifier(num_classes=3, width=4, fusion="add", register_iterations=8)
     v = jax.jit(model.init, static_argnames="train")(
         jax.random.key(0), batch["frame0"], batch["frame1"], train=False

@@ -7,7 +7,7 @@ import os
 import pytest
 from pretrain_fixture import tiny_config
 
-from ma2mi_jax.train.pretrain import checks as validate
+from ma2mi_jax.train.pretrain import checks
 
 
 @pytest.fixture
@@ -22,9 +22,9 @@ def _config(root, **overrides):
 
 
 def test_tiny_config_is_valid(root):
-    validate.validate_pretrain_config(_config(root), num_devices=1)
-    validate.validate_pretrain_config(_config(root, space="pixel"), num_devices=4)
-    validate.validate_pretrain_config(_config(root, objective="supervised"), num_devices=2)
+    checks.validate_pretrain_config(_config(root), num_devices=1)
+    checks.validate_pretrain_config(_config(root, space="pixel"), num_devices=4)
+    checks.validate_pretrain_config(_config(root, objective="supervised"), num_devices=2)
 
 
 @pytest.mark.parametrize(
@@ -59,27 +59,27 @@ def test_tiny_config_is_valid(root):
     ],
 )
 def test_bad_value_names_its_key(root, overrides, num_devices, key):
-    with pytest.raises(validate.ConfigError) as e:
-        validate.validate_pretrain_config(_config(root, **overrides), num_devices=num_devices)
+    with pytest.raises(checks.ConfigError) as e:
+        checks.validate_pretrain_config(_config(root, **overrides), num_devices=num_devices)
     assert f"{key}=" in str(e.value) or f"{key} " in str(e.value)
 
 
 def test_every_problem_is_listed(root):
     config = _config(root, **{"model.dit": "Q/2", "data.k_min": 9, "vae.path": "/no/vae"})
-    with pytest.raises(validate.ConfigError) as e:
-        validate.validate_pretrain_config(config)
+    with pytest.raises(checks.ConfigError) as e:
+        checks.validate_pretrain_config(config)
     text = str(e.value)
     assert "model.dit" in text and "data.k_min" in text and "vae.path" in text
 
 
 def test_pixel_space_ignores_the_vae_folder(root):
-    validate.validate_pretrain_config(_config(root, space="pixel", **{"vae.path": "/no/vae"}))
+    checks.validate_pretrain_config(_config(root, space="pixel", **{"vae.path": "/no/vae"}))
 
 
 def test_train_and_evaluate_fails_before_writing_anything(root, tmp_path):
     from ma2mi_jax.train.pretrain import job as pretrain
 
     workdir = str(tmp_path / "run")
-    with pytest.raises(validate.ConfigError, match=r"data\.k_min"):
+    with pytest.raises(checks.ConfigError, match=r"data\.k_min"):
         pretrain.train_and_evaluate(_config(root, **{"data.k_min": 3, "data.k_max": 1}), workdir)
     assert not os.path.exists(workdir)

@@ -179,6 +179,66 @@ class _PretrainElement:
         raise DataError(f"no readable pair after {_MAX_TRIES} tries; too many bad clips (see the warnings)")
 
 
+def _check_cache_fits(
+    latent_cache: LatentCache,
+    image_size: int,
+    face_crop_dir: str | None,
+    crop_pad: int,
+    rotation_deg: float,
+    flip: bool,
+) -> bool:
+    """ValueError unless the cache matches the frames and no augmentation moves pixels; returns `flip`."""
+    if crop_pad or rotation_deg:
+        raise ValueError(
+            "data.augment.crop_pad and data.augment.rotation_deg must be 0 with data.latent_cache=True "
+            "(cached latents cannot follow pixel-moving augmentations); set them to 0 or turn the "
+            "cache off"
+        )
+    if flip:
+        log.info(
+            "data.latent_cache=True: data.augment.flip is ignored (a flipped latent is not the "
+            "latent of the flipped frame)"
+        )
+        flip = False
+    if latent_cache.image_size != image_size or latent_cache.face_crop != (face_crop_dir is not None):
+        raise ValueError(
+            f"latent cache {latent_cache.cache_dir} was built for image_size={latent_cache.image_size}, "
+            f"face_crop={latent_cache.face_crop}; the config has data.image_size={image_size}, "
+            f"data.face_crop={face_crop_dir is not None}: rebuild it or point data.cache_dir elsewhere"
+        )
+    return flip
+
+
+def _usable_clips(
+    clips: Sequence[MacroClip],
+    face_crop_dir: str | None,
+    image_size: int,
+    strict: bool,
+    latent_cache: LatentCache | None,
+) -> tuple[Sequence[MacroClip], tuple[int, ...], list[tuple[str, str]]]:
+    """(clips, frames usable per clip, dropped (clip, reason)): face-cropped, checked, in the cache."""
+    dropped: list[tuple[str, str]] = []
+    if face_crop_dir is not None:
+        clips, dropped = facecrop.crop_clips(clips, face_crop_dir, image_size, strict=strict)
+    clips, more = check_clips(clips, strict=strict)
+    dropped += more
+    if latent_cache is not None:
+        missing = [c.clip_id for c in clips if c.clip_id not in latent_cache]
+        if missing:
+            if strict:
+                raise DataError(
+                    f"{len(missing)} clip(s) missing from the latent cache {latent_cache.cache_dir}, e.g. "
+                    f"{missing[:3]}; rebuild it (already cached clips are skipped)"
+                )
+            log.warning("%d clip(s) not in the latent cache are skipped: %s", len(missing), missing[:10])
+            dropped += [(m, "not in the latent cache") for m in missing]
+            clips = [c for c in clips if c.clip_id in latent_cache]
+        num_frames = tuple(min(c.num_frames, latent_cache.num_frames(c.clip_id)) for c in clips)
+    else:
+        num_frames = tuple(c.num_frames for c in clips)
+    return clips, num_frames, dropped
+
+
 def pretrain_dataset(
     clips: Sequence[MacroClip],
     *,
@@ -204,43 +264,8 @@ def pretrain_dataset(
         raise ValueError(f"data.k_min ({k_min}) and data.k_max ({k_max}) need 1 <= k_min <= k_max")
     crop_pad, rotation_deg, flip = _aug_params(augment)
     if latent_cache is not None:
-        if crop_pad or rotation_deg:
-            raise ValueError(
-                "data.augment.crop_pad and data.augment.rotation_deg must be 0 with data.latent_cache=True "
-                "(cached latents cannot follow pixel-moving augmentations); set them to 0 or turn the "
-                "cache off"
-            )
-        if flip:
-            log.info(
-                "data.latent_cache=True: data.augment.flip is ignored (a flipped latent is not the "
-                "latent of the flipped frame)"
-            )
-            flip = False
-        if latent_cache.image_size != image_size or latent_cache.face_crop != (face_crop_dir is not None):
-            raise ValueError(
-                f"latent cache {latent_cache.cache_dir} was built for image_size={latent_cache.image_size}, "
-                f"face_crop={latent_cache.face_crop}; the config has data.image_size={image_size}, "
-                f"data.face_crop={face_crop_dir is not None}: rebuild it or point data.cache_dir elsewhere"
-            )
-    dropped: list[tuple[str, str]] = []
-    if face_crop_dir is not None:
-        clips, dropped = facecrop.crop_clips(clips, face_crop_dir, image_size, strict=strict)
-    clips, more = check_clips(clips, strict=strict)
-    dropped += more
-    if latent_cache is not None:
-        missing = [c.clip_id for c in clips if c.clip_id not in latent_cache]
-        if missing:
-            if strict:
-                raise DataError(
-                    f"{len(missing)} clip(s) missing from the latent cache {latent_cache.cache_dir}, e.g. "
-                    f"{missing[:3]}; rebuild it (already cached clips are skipped)"
-                )
-            log.warning("%d clip(s) not in the latent cache are skipped: %s", len(missing), missing[:10])
-            dropped += [(m, "not in the latent cache") for m in missing]
-            clips = [c for c in clips if c.clip_id in latent_cache]
-        num_frames = tuple(min(c.num_frames, latent_cache.num_frames(c.clip_id)) for c in clips)
-    else:
-        num_frames = tuple(c.num_frames for c in clips)
+        flip = _check_cache_fits(latent_cache, image_size, face_crop_dir, crop_pad, rotation_deg, flip)
+    clips, num_frames, dropped = _usable_clips(clips, face_crop_dir, image_size, strict, latent_cache)
     if report is not None:
         for clip_id, reason in dropped:
             report.drop(clip_id, reason)

@@ -111,6 +111,31 @@ def _module(config: ml_collections.ConfigDict, scaling_factor: float) -> Any:
     )
 
 
+def _fit(
+    module: Any, params: Any, frames: np.ndarray, t: ml_collections.ConfigDict, seed: int
+) -> tuple[Any, dict[str, float]]:
+    """`t.steps` steps of L1 + KL on random batches of `frames` uint8[N,S,S,3]; (params, last metrics)."""
+    steps = int(t.steps)
+    tx = optim.make_optimizer(t, steps)
+    opt_state = tx.init(params)
+    step_fn = jax.jit(make_train_step(module, tx, float(t.kl_weight)), donate_argnums=(0, 1))
+    rng = np.random.default_rng([seed, 11])
+    root = jax.random.PRNGKey(seed)
+    bar = observe.Progress(steps, desc="autoencoder")
+    last: dict[str, float] = {}
+    for step in range(steps):
+        batch = frames[rng.integers(0, len(frames), int(t.batch_size))]
+        params, opt_state, m = step_fn(params, opt_state, batch, jax.random.fold_in(root, step))
+        bar.update(1)
+        if (step + 1) % int(t.log_every) == 0 or step + 1 == steps:
+            last = {k: float(v) for k, v in jax.device_get(m).items()}
+            if not np.isfinite(last["loss"]):
+                raise FloatingPointError(f"non-finite autoencoder loss at step {step + 1}; lower train.lr")
+            bar.update(0, l1=last["l1"], kl=last["kl"])
+    bar.close()
+    return params, last
+
+
 def train_autoencoder(config: ml_collections.ConfigDict, out: str) -> dict[str, Any]:
     """Train the VAE of `config.vae` on `config.data`'s frames and write it to `out` (diffusers format)."""
     c, t = config, config.train
@@ -136,23 +161,8 @@ def train_autoencoder(config: ml_collections.ConfigDict, out: str) -> dict[str, 
     encode, decode_fn = jax.jit(frozen.encode), jax.jit(frozen.decode)
     before = psnr(eval_frames, reconstruct(encode, decode_fn, params, eval_frames, int(t.batch_size))[0])
     steps = int(t.steps)
-    tx = optim.make_optimizer(t, steps)
-    opt_state = tx.init(params)
-    step_fn = jax.jit(make_train_step(module, tx, float(t.kl_weight)), donate_argnums=(0, 1))
-    rng = np.random.default_rng([int(c.seed), 11])
-    root = jax.random.PRNGKey(int(c.seed))
-    bar = observe.Progress(steps, desc="autoencoder")
-    start, last = time.perf_counter(), {}
-    for step in range(steps):
-        batch = train_frames[rng.integers(0, len(train_frames), int(t.batch_size))]
-        params, opt_state, m = step_fn(params, opt_state, batch, jax.random.fold_in(root, step))
-        bar.update(1)
-        if (step + 1) % int(t.log_every) == 0 or step + 1 == steps:
-            last = {k: float(v) for k, v in jax.device_get(m).items()}
-            if not np.isfinite(last["loss"]):
-                raise FloatingPointError(f"non-finite autoencoder loss at step {step + 1}; lower train.lr")
-            bar.update(0, l1=last["l1"], kl=last["kl"])
-    bar.close()
+    start = time.perf_counter()
+    params, last = _fit(module, params, train_frames, t, int(c.seed))
     seconds = time.perf_counter() - start
     recon, latents = reconstruct(encode, decode_fn, params, eval_frames, int(t.batch_size))
     after = psnr(eval_frames, recon)

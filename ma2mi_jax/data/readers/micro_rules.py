@@ -88,15 +88,8 @@ def _nearest(numbers: Sequence[int], target: int, lo: int, hi: int) -> int | Non
     return min(inside, key=lambda n: (abs(n - target), n)) if inside else None
 
 
-def _validate(ann: Annotation, emotion: str, label: int, dataset: str) -> tuple[MicroSample, list[str]]:
-    repairs: list[str] = []
-    onset = _frame_cell(ann.onset, "onset")
-    apex = _frame_cell(ann.apex, "apex")
-    offset = _frame_cell(ann.offset, "offset")
-    if onset is None or offset is None:
-        raise _BadRowError(f"onset {ann.onset!r} / offset {ann.offset!r}: both must be frame numbers")
-    if onset > offset:
-        raise _BadRowError(f"onset {onset} is after offset {offset}")
+def _frames_on_disk(ann: Annotation) -> list[tuple[int, str]]:
+    """The clip folder's (frame number, path) in order; _BadRowError when it is missing or unusable."""
     folder = ann.folder
     if folder is None or not os.path.isdir(folder):
         raise _BadRowError(f"clip folder {folder or ann.expected_folder} not found")
@@ -109,7 +102,13 @@ def _validate(ann: Annotation, emotion: str, label: int, dataset: str) -> tuple[
     empty = frames_lib.empty_files([p for _, p in listed])
     if empty:
         raise _BadRowError(f"empty image file(s) {', '.join(empty[:3])}; replace them from the release")
-    numbers = [n for n, _ in listed]
+    return listed
+
+
+def _repaired_span(
+    ann: Annotation, onset: int, apex: int | None, offset: int, numbers: list[int], repairs: list[str]
+) -> tuple[int, int, int]:
+    """(onset, apex, offset) after the defect rules (docs/datasets.md), each repair added to `repairs`."""
     if offset > numbers[-1] >= onset:
         repairs.append(f"offset {offset} beyond the last frame on disk {numbers[-1]}: offset clamped")
         offset = numbers[-1]
@@ -129,6 +128,12 @@ def _validate(ann: Annotation, emotion: str, label: int, dataset: str) -> tuple[
             raise _DropRowError(f"apex {apex} before onset {onset}, and no earlier frame on disk")
         repairs.append(f"apex {apex} before onset {onset}: onset moved to the first frame {numbers[0]}")
         onset = numbers[0]
+    return onset, apex, offset
+
+
+def _check_pair_images(folder: str, listed: list[tuple[int, str]], onset: int, apex: int) -> None:
+    """_DropRowError / _BadRowError unless onset and apex are on disk, decodable and of one size."""
+    numbers = [n for n, _ in listed]
     present = set(numbers)
     for name, n in (("onset", onset), ("apex", apex)):
         if n not in present:
@@ -147,6 +152,21 @@ def _validate(ann: Annotation, emotion: str, label: int, dataset: str) -> tuple[
             f"onset image {paths[onset]} is {ow}x{oh} pixels but apex image {paths[apex]} is {aw}x{ah}: "
             "resized separately they would not line up; replace them with frames of one crop"
         )
+
+
+def _validate(ann: Annotation, emotion: str, label: int, dataset: str) -> tuple[MicroSample, list[str]]:
+    repairs: list[str] = []
+    onset = _frame_cell(ann.onset, "onset")
+    apex = _frame_cell(ann.apex, "apex")
+    offset = _frame_cell(ann.offset, "offset")
+    if onset is None or offset is None:
+        raise _BadRowError(f"onset {ann.onset!r} / offset {ann.offset!r}: both must be frame numbers")
+    if onset > offset:
+        raise _BadRowError(f"onset {onset} is after offset {offset}")
+    listed = _frames_on_disk(ann)
+    numbers = [n for n, _ in listed]
+    onset, apex, offset = _repaired_span(ann, onset, apex, offset, numbers, repairs)
+    _check_pair_images(ann.folder, listed, onset, apex)
     sample = MicroSample(
         dataset=dataset,
         clip_id=ann.clip_id,

@@ -24,7 +24,7 @@ import optax
 from ma2mi_jax.models import dit as dit_lib
 from ma2mi_jax.models import miacnet as miacnet_lib
 from ma2mi_jax.train import optim
-from ma2mi_jax.train.pretrain import checks as validate
+from ma2mi_jax.train.pretrain import checks
 
 PyTree = Any
 
@@ -81,7 +81,7 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int = 0, vae: A
     if config.space == "latent" and vae is not None:
         grid, channels = vae.latent_grid(size), vae.latent_channels
     elif config.space == "latent":
-        grid, channels = size // validate.latent_downsample(config.vae), int(config.vae.latent_channels)
+        grid, channels = size // checks.latent_downsample(config.vae), int(config.vae.latent_channels)
     else:
         grid, channels = size, 3
     miacnet = miacnet_lib.miacnet_from_config(config.model, dtype)
