@@ -33,3 +33,7 @@ class NotFoundError(UserError, FileNotFoundError):
 
 class ExistsError(UserError, FileExistsError):
     """An output the user named exists already and would be overwritten."""
+
+
+class DivergedError(UserError, FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the step and the last good checkpoint."""

@@ -188,6 +188,24 @@ def test_truncated_frame_of_a_frame_folder_clip(tmp_path):
     assert report.dropped[0][0] == "b" and "truncated JPEG" in report.dropped[0][1]
 
 
+def test_a_frame_that_is_a_broken_or_looping_link_is_named(tmp_path):
+    root = str(tmp_path / "frames")
+    for clip in ("a", "b", "c"):
+        for n in (1, 2, 4):
+            write_noisy_jpeg(os.path.join(root, clip, f"{n}.jpg"), seed=n)
+    loop = os.path.join(root, "b", "3.jpg")
+    os.symlink("3.jpg", loop)
+    dangling = os.path.join(root, "c", "3.jpg")
+    os.symlink(os.path.join(root, "c", "gone.jpg"), dangling)
+    with pytest.raises(DataError, match=rf"clip b: {loop} is a symbolic link loop"):
+        macro_folders.read_frame_folders(root)
+    clips, report = macro_folders.read_frame_folders(root, strict=False)
+    assert [c.clip_id for c in clips] == ["a"]
+    reasons = dict(report.dropped)
+    assert f"{loop} is a symbolic link loop" in reasons["b"]
+    assert f"{dangling} is a symbolic link to" in reasons["c"] and "does not exist" in reasons["c"]
+
+
 def test_tail_check_reads_only_the_end_of_large_files(tmp_path):
     big = write_noisy_jpeg(str(tmp_path / "big.jpg"), size=256)
     assert os.path.getsize(big) > frames.TAIL_BYTES
@@ -389,3 +407,15 @@ def test_reporting_errors_prints_one_paragraph_and_keeps_bugs_loud(capsys, monke
     with pytest.raises(DataError):
         cli.reporting_errors(bad_input)([])
 
+
+
+# ----------------------------------------------------------------------------- training that diverges
+
+
+def test_cli_fine_tuning_that_diverges_ends_with_one_line(data_root, tmp_path):
+    workdir = tmp_path / "wd"
+    result = run_script(
+        [*LOSO, f"--config.data.root={data_root}", "--config.train.lr=1e10", "--config.train.epochs=2",
+         "--workdir", str(workdir)]
+    )  # fmt: skip
+    assert_reported(result, "non-finite training statistics", "lower train.lr")

@@ -36,6 +36,7 @@ from ma2mi_jax import files
 from ma2mi_jax.data.media import decode
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import MacroClip
+from ma2mi_jax.errors import DivergedError
 from ma2mi_jax.models import vae as vae_lib
 from ma2mi_jax.train import observe, optim
 from ma2mi_jax.train.pretrain import diagnostics
@@ -130,7 +131,7 @@ def _fit(
         if (step + 1) % int(t.log_every) == 0 or step + 1 == steps:
             last = {k: float(v) for k, v in jax.device_get(m).items()}
             if not np.isfinite(last["loss"]):
-                raise FloatingPointError(f"non-finite autoencoder loss at step {step + 1}; lower train.lr")
+                raise DivergedError(f"non-finite autoencoder loss at step {step + 1}; lower train.lr")
             bar.update(0, l1=last["l1"], kl=last["kl"])
     bar.close()
     return params, last

@@ -78,16 +78,34 @@ def require_dir(path: str, what: str, key: str = "data.root") -> None:
         raise DataError(f"{what}: {path} {problem}; it must be a folder (config key {key}).")
 
 
+def _image_names(folder: str) -> list[str]:
+    """Sorted names of the images in `folder`; DataError naming a frame that is a broken or looping link."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as err:
+        raise DataError(f"cannot list the frames of {folder}: {err.strerror or err}") from None
+    names = []
+    for entry in entries:
+        if not is_image(entry.name):
+            continue
+        try:
+            if entry.is_file():
+                names.append(entry.name)
+                continue
+        except OSError:
+            pass
+        if entry.is_symlink():
+            raise DataError(f"{entry.path} {path_problem(entry.path)}; replace it with a frame or remove it")
+    return sorted(names)
+
+
 def list_frames(folder: str) -> list[tuple[int, str]]:
     """(frame number, path) of every image in `folder`, sorted by number.
 
     Raises DataError naming the folder when it is unreadable, and naming the files when an image
     has no number in its name or two images share a number.
     """
-    try:
-        names = sorted(e.name for e in os.scandir(folder) if e.is_file() and is_image(e.name))
-    except OSError as err:
-        raise DataError(f"cannot list the frames of {folder}: {err.strerror or err}") from None
+    names = _image_names(folder)
     frames: dict[int, str] = {}
     prefixes: dict[str, list[str]] = {}
     for name in names:

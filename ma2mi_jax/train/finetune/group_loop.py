@@ -23,6 +23,7 @@ import optax
 
 from ma2mi_jax import checkpoints, losses
 from ma2mi_jax.data.device_augment import PairAugment
+from ma2mi_jax.errors import DivergedError
 from ma2mi_jax.train import observe, optim
 from ma2mi_jax.train.finetune import workdir_files
 from ma2mi_jax.train.finetune.aux_rec import AuxReconstruction
@@ -197,7 +198,7 @@ def check_finite(stats: dict, group: str, epoch: int) -> None:
     """Stop with a clear message on a NaN/inf loss (checkpoints already written stay valid)."""
     bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
     if bad:
-        raise FloatingPointError(
+        raise DivergedError(
             f"{group}, epoch {epoch}: non-finite training statistics {bad}; lower train.lr, set "
             "train.grad_clip, or check the data. Earlier checkpoints are kept."
         )

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 
 from ma2mi_jax import checkpoints
+from ma2mi_jax.errors import DivergedError
 from ma2mi_jax.models import flops as flops_lib
 from ma2mi_jax.train import mesh as mesh_lib
 from ma2mi_jax.train import observe
@@ -64,7 +65,7 @@ class Loop:
             self.ckpts.wait()
             good = self.ckpts.latest_step()
             where = f"step {good} in {self.ckpts.directory}" if good is not None else "none saved yet"
-            raise FloatingPointError(
+            raise DivergedError(
                 f"non-finite loss at step {bad}; stopping. Last good checkpoint: {where} (kept intact). "
                 "Lower train.lr, set train.grad_clip > 0, or use dtype='float32'."
             )
