@@ -1,4 +1,4 @@
-"""host_memory.tune_allocator: on by default on Linux/glibc, off when the user chose otherwise."""
+"""cpu.allocator.tune_allocator: on by default on Linux/glibc, off when the user chose otherwise."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PROBE = "from ma2mi_jax import host_memory; print(host_memory.tune_allocator(), host_memory.tune_allocator())"
+PROBE = "from ma2mi_jax.cpu import allocator; print(allocator.tune_allocator(), allocator.tune_allocator())"
 
 
 def _applied(**env: str) -> str:
