@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +27,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from ma2mi_jax import files
 from ma2mi_jax.errors import UserError
@@ -41,6 +44,52 @@ PyTree = Any
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint path is missing, empty or from another architecture; the message names it."""
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message, shortened: TensorStore's errors run to pages."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _ignore_closed_loop_callbacks() -> None:
+    """Drop the errors of reads still in flight when a restore has failed.
+
+    TensorStore completes the other reads of a failed restore after Orbax closed its event loop, and
+    Orbax's abandoned read coroutines fail when they are collected; each would print a page of
+    traceback through `sys.unraisablehook` after the one line that says what happened. Other
+    unraisable errors still print.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "ignores_closed_loop", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        err, obj = unraisable.exc_value, unraisable.object
+        closed_loop = isinstance(err, RuntimeError) and str(err) == "Event loop is closed"
+        code = getattr(obj, "cr_code", None)
+        orbax_read = code is not None and "orbax" in code.co_filename
+        if not (closed_loop or orbax_read):
+            previous(unraisable)
+
+    hook.ignores_closed_loop = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_AbandonedOrbaxReads())
+
+
+class _AbandonedOrbaxReads(logging.Filter):
+    """Drop asyncio's 'Task exception was never retrieved' for the reads of a failed Orbax restore."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("never retrieved" in message and "orbax" in message)
+
+
+def _leaf_shapes(tree: PyTree) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """{leaf path: shape}, the path by names and indices whatever the containers (tuple, dict, ...)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+    return {tuple(name(k) for k in path): tuple(getattr(leaf, "shape", ())) for path, leaf in flat}
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -119,21 +168,84 @@ class Checkpoints:
 
     def restore(self, step: int, target: PyTree) -> tuple[PyTree, dict[str, Any]]:
         """(state shaped and sharded like `target`, {JSON item: value}) of checkpoint `step`."""
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            out = self.manager.restore(
-                int(step),
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract),
-                    **{name: ocp.args.JsonRestore() for name in self.json_items},
-                ),
-            )
+            return self._restore(step, target)
         except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(
-                f"{self.directory}/{step}: cannot restore into this run's state ({e}); the checkpoint is "
-                "from another architecture or config: use another workdir"
-            ) from None
+            raise self._mismatch(step, e) from None
+
+    def _restore(self, step: int, target: PyTree) -> tuple[PyTree, dict[str, Any]]:
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        out = self.manager.restore(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract),
+                **{name: ocp.args.JsonRestore() for name in self.json_items},
+            ),
+        )
         return out["state"], {name: out[name] for name in self.json_items}
+
+    def _mismatch(self, step: int, err: Exception) -> CheckpointError:
+        return CheckpointError(
+            f"{self.directory}/{step}: cannot restore into this run's state ({_first_line(err)}); the "
+            "checkpoint is from another architecture or config: use another workdir"
+        )
+
+    def restore_latest(self, target: PyTree) -> tuple[int, PyTree, dict[str, Any]] | None:
+        """(step, state, items) of the newest checkpoint that restores, or None when there is none.
+
+        A newest checkpoint that fails while an older one restores is damaged (truncated or deleted
+        files): it is named, moved to `<directory>.damaged/<step>` and the older one is used. When
+        every checkpoint fails, the newest one's error is raised.
+        """
+        steps = self.all_steps()
+        failures: list[tuple[int, Exception]] = []
+        for step in reversed(steps):
+            try:
+                state, items = self._restore(step, target)
+            except Exception as err:  # Orbax and TensorStore raise many types for damaged files
+                _ignore_closed_loop_callbacks()
+                failures.append((step, err))
+                continue
+            for bad, err in failures:
+                self._set_aside(bad, err, step)
+            return step, state, items
+        if failures:
+            step, err = failures[0]
+            if not self._fits(step, target):
+                raise self._mismatch(step, err) from None
+            raise CheckpointError(
+                f"{self.directory}: every checkpoint is damaged (steps {steps}; newest: {_first_line(err)}); "
+                "delete the folder to start over"
+            ) from None
+        return None
+
+    def _fits(self, step: int, target: PyTree) -> bool:
+        """Whether checkpoint `step`'s recorded tree has `target`'s structure and shapes (no array read).
+
+        A checkpoint whose metadata cannot be read counts as fitting: it is damaged, not foreign.
+        """
+        try:
+            saved = self.manager.item_metadata(step)["state"].tree
+        except Exception:  # missing or truncated metadata files
+            return True
+        return _leaf_shapes(saved) == _leaf_shapes(target)
+
+    def _set_aside(self, step: int, err: Exception, fallback: int) -> None:
+        """Move damaged checkpoint `step` out of the manager's folder and say which one is used instead."""
+        aside = os.path.join(self.directory + ".damaged", str(step))
+        if jax.process_index() == 0:
+            print(
+                f"checkpoint step {step} in {self.directory} is damaged ({_first_line(err)}); "
+                f"moved to {aside}; resuming from step {fallback}",
+                flush=True,
+            )
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            if os.path.exists(aside):
+                shutil.rmtree(aside)
+            os.rename(os.path.join(self.directory, str(step)), aside)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"damaged checkpoint {step} set aside")
+        self.manager.reload()
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""

@@ -102,6 +102,48 @@ def test_restore_into_other_architecture_names_the_folder(tmp_path):
     ck.close()
 
 
+def _damage(step_dir) -> None:
+    """Truncate every array file of a checkpoint's state, as a full disk or a cut copy leaves them."""
+    for path in (step_dir / "state" / "d").iterdir():
+        path.write_bytes(path.read_bytes()[:10])
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    ck = checkpoints.Checkpoints(str(tmp_path / "ck"), keep=3)
+    for step in (2, 4, 6):
+        _save(ck, step, _state(seed=step, step=step), {"at": step})
+    ck.close()
+    _damage(tmp_path / "ck" / "6")
+    ck = checkpoints.Checkpoints(str(tmp_path / "ck"), keep=3)
+    step, restored, items = ck.restore_latest(_state(seed=9))
+    assert step == 4 and checkpoints.decode_iterator_state(items["data_iter"]) == {"at": 4}
+    _assert_trees_equal(restored, _state(seed=4, step=4))
+    said = capsys.readouterr().out
+    assert "checkpoint step 6" in said and "is damaged" in said and "resuming from step 4" in said
+    assert ck.all_steps() == [2, 4] and (tmp_path / "ck.damaged" / "6").is_dir()
+    _save(ck, 6, _state(seed=6, step=6), {"at": 6})  # the run saves step 6 again
+    ck.close()
+    assert checkpoints.Checkpoints(str(tmp_path / "ck"), keep=3).all_steps() == [2, 4, 6]
+
+
+def test_every_checkpoint_damaged_or_foreign_is_one_clear_error(tmp_path):
+    ck = checkpoints.Checkpoints(str(tmp_path / "ck"), keep=3)
+    for step in (2, 4):
+        _save(ck, step, _state(step=step), {})
+    ck.close()
+    other = _state()
+    other["params"]["dit"]["w"] = jnp.zeros((7,))
+    ck = checkpoints.Checkpoints(str(tmp_path / "ck"), keep=3)
+    with pytest.raises(checkpoints.CheckpointError, match="another architecture"):
+        ck.restore_latest(other)
+    assert ck.all_steps() == [2, 4]  # nothing set aside for a mismatch
+    for step in (2, 4):
+        _damage(tmp_path / "ck" / str(step))
+    with pytest.raises(checkpoints.CheckpointError, match=r"every checkpoint is damaged"):
+        ck.restore_latest(_state())
+    assert checkpoints.Checkpoints(str(tmp_path / "empty"), keep=1).restore_latest(_state()) is None
+
+
 def test_load_pretrained_miacnet_from_workdir_checkpoints_or_step(tmp_path):
     workdir = tmp_path / "run"
     ck = checkpoints.Checkpoints(str(workdir / checkpoints.CHECKPOINT_DIR), keep=2)

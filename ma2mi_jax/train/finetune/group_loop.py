@@ -239,12 +239,13 @@ def _describe(trainer: GroupTrainer) -> str:
 
 def _resume(trainer: GroupTrainer, ckpt: checkpoints.Checkpoints) -> tuple[GroupState, dict, dict, int]:
     """(state, history, checkpoint meta, epochs done) from the latest checkpoint, or a fresh start."""
-    start = ckpt.latest_step() or 0
-    if not start:
+    found = None
+    if ckpt.all_steps():
+        found = ckpt.restore_latest(trainer.runner.stacked(trainer.initial_state(fitted_heads=False)))
+    if found is None:
         history = {"epochs": [], "predictions": {f.name: [] for f in trainer.real}, "train": []}
         return trainer.initial_state(), history, {}, 0
-    template = trainer.runner.stacked(trainer.initial_state(fitted_heads=False))
-    stacked, items = ckpt.restore(start, template)
+    start, stacked, items = found
     meta = items["meta"]
     log.info("%s: resumed at epoch %d", trainer.group.name, start)
     return trainer.runner.group_state(stacked), meta["history"], meta, start

@@ -33,8 +33,14 @@ def initial_state(run: setup.Run, tx: Any, ckpts: checkpoints.Checkpoints, itera
     """Resume from the workdir, else start from `config.init`, else from scratch (one log line)."""
     c = run.config
     params, batch_stats = state_lib.init_variables(run.models, pretrain_step.init_key(c.seed))
-    latest = ckpts.latest_step()
-    if latest is None and c.init:
+    state = mesh_lib.replicate(state_lib.create_train_state(params, batch_stats, tx), run.mesh)
+    found = ckpts.restore_latest(state.as_dict())
+    if found is not None:
+        latest, restored, items = found
+        iterator.set_state(checkpoints.decode_iterator_state(items["data_iter"]))
+        setup.say(f"resumed from step {latest} of {ckpts.directory}")
+        return TrainState.from_dict(restored)
+    if c.init:
         loaded = checkpoints.load_variables(c.init)
         params, taken = checkpoints.merge_pretrained(params, loaded["params"], c.init)
         batch_stats, _ = checkpoints.merge_pretrained(batch_stats, loaded["batch_stats"] or {}, c.init)
@@ -42,13 +48,8 @@ def initial_state(run: setup.Run, tx: Any, ckpts: checkpoints.Checkpoints, itera
             f"initialised from config.init={c.init} "
             f"(step {loaded['step']}; parts: {', '.join(taken) or 'none'})"
         )
-    state = mesh_lib.replicate(state_lib.create_train_state(params, batch_stats, tx), run.mesh)
-    if latest is not None:
-        restored, items = ckpts.restore(latest, state.as_dict())
-        state = TrainState.from_dict(restored)
-        iterator.set_state(checkpoints.decode_iterator_state(items["data_iter"]))
-        setup.say(f"resumed from step {latest} of {ckpts.directory}")
-    elif not c.init:
+        state = mesh_lib.replicate(state_lib.create_train_state(params, batch_stats, tx), run.mesh)
+    else:
         setup.say("starting from scratch")
     return state
 
