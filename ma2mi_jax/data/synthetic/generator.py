@@ -22,54 +22,6 @@ and written as JPEG frames plus the release's annotation sheet or split CSVs
   is refused unless `--overwrite`. `preview.png` (onset | apex | |apex - onset| per class, or a
   macro strip) and `synthetic.json` (the arguments and every clip's AUs) land in the root.
 
-Calibration. A from-scratch classifier on (onset, apex) pairs should land clearly above chance
-and clearly below perfect in a LOSO at the quick-start size, so that a gain from pre-training can
-show (aim: UF1 0.35-0.75). Measured on the CASME II layout, 246 clips in 5 classes, 26 subjects,
-64x64, seed 0, default knobs; UF1 / UAR / accuracy of the predictions pooled over the folds.
-These are proxies, not the project's trainer:
-    diff_ridge   ridge classifier on standardised grey (apex - onset) pixels      0.284 / 0.281 / 0.382
-    small CNN    4 conv blocks (16-32-64-64) on onset, apex and their difference,  0.429 /   -   / 0.423
-                 20 epochs AdamW, shift/flip augmentation, class-weighted loss
-    flow_logreg  logistic regression on Farneback flow pooled on an 8x8 grid      0.708 / 0.757 / 0.703
-Chance UF1 is about 0.2. A linear model on raw pixels stays low (head jitter and identity
-misalign the features), a learned from-scratch network lands in the lower half of the aim, and a
-hand-made motion feature near its top: the room a motion-aware pre-trained encoder can take.
-`python -m ma2mi_jax.data.synthetic.generator --calibrate [knob flags]` re-measures diff_ridge and
-flow_logreg (about 15 s; needs scikit-learn). Knob sensitivity (same set, UF1 diff_ridge /
-flow_logreg): micro_intensity 0.5 px 0.18 / 0.59, 0.7 px 0.25 / 0.67, 1.0 px (default)
-0.28 / 0.71, 2.0 px 0.42 / 0.77; every distractor off (noise, jitter, rotation, light drift,
-blinks) 0.50 / 0.79. The "others" class (one or two AUs from a shared pool) and the
-overlapping AU variants of disgust / repression cap what motion alone can tell.
-
-The project's own trainer (`configs/synthetic_loso.py`: MIACNet width 8, 64x64, batch 16, AdamW),
-same set, from scratch, 5-fold subject-independent, 20 epochs: UF1 0.308 / UAR 0.322 / acc 0.411
-at the paper's lr 4e-4, UF1 0.402 / UAR 0.424 / acc 0.451 at lr 1e-3 (the synthetic configs' value);
-from a 200-step MA2MI pre-training on the synthetic DFEW set, same run: UF1 0.436 / UAR 0.428 /
-acc 0.496. The quick start (LOSO, 26 folds, 12 epochs, from its 300-step pre-training): UF1 0.394 /
-UAR 0.376 / acc 0.447. Seeds and rows over several runs: docs/results.md.
-
-Pre-training benchmark (the macro set). The pretext task has to be learnable from the frame
-difference and about the expression, not about nuisances; measured with the pre-training
-diagnostics (`train/diagnostics.py`, held-out pairs, 300 steps of configs/synthetic_pretrain.py)
-and the linear probe (`scripts/probe.py`), runs and figures in docs/results.md:
-- With the first release's knobs (sensor noise 2 grey levels and JPEG quality 95 in both kinds of
-  set) about half of the latent copy error L1(z_t, z_{t+k}) came from nuisances: the same clips
-  rendered without noise, JPEG, head motion and lighting drift halve it (0.042 -> 0.022). The
-  macro set now has its own knobs, `macro_noise` 1.0 and `macro_jpeg_quality` 98; the micro sets
-  keep noise 2 and quality 95, so their difficulty (and the calibration above) is unchanged.
-- Secondary macro expressions are drawn from every prototype (contempt, with AU14, included) and
-  from the micro sets' single-AU "others" pool, so every AU a micro class uses occurs in the
-  macro set (tests/test_synthetic.py checks it).
-- Still macro: expressions of 5 px x U(0.6, 1.4) (micro: 1 px x U(0.5, 1.5)), 1-3 per clip, head
-  jitter 2 px and rotation 3 degrees (micro: 0.4 px, 0.4 degrees).
-- What pre-training learns here does describe 1-px expressions: on a micro set with every
-  nuisance off (`--noise 0 --micro-jpeg-quality 100 --micro-jitter 0 --micro-rotation 0
-  --light-drift 0 --blink-prob 0`) frozen pre-trained features beat random ones by +0.21 UF1 and
-  fine-tuning from them beats scratch by +0.06 (5-fold) / +0.04 (LOSO); with the micro sets'
-  nuisances, by neither. The micro sets keep their nuisances (their difficulty is calibrated
-  above; without them scratch reaches 0.74); pre-training at the micro sets' sensor noise or at
-  1 px did not help.
-
 Speed (serial, 2-core CPU shared with other jobs): CASME II layout 255 clips / 4,050 frames at
 64 px in 2.7 s, DFEW layout 300 clips / 7,001 frames in 5.8 s; 224 px runs about 10x slower
 per frame. `--workers N` uses a process pool (same bytes), worth it only on idle cores.
@@ -79,253 +31,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
-import math
 import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import cv2
 import numpy as np
 
-from ma2mi_jax.data.synthetic import action_units as aus_lib
-from ma2mi_jax.data.synthetic import faces as face_lib
 from ma2mi_jax.data.synthetic import layouts
-from ma2mi_jax.data.synthetic.action_units import Event
+from ma2mi_jax.data.synthetic.calibrate import proxy_loso
+from ma2mi_jax.data.synthetic.knobs import REFERENCE_SIZE, Knobs
 from ma2mi_jax.data.synthetic.layouts import PROFILES, ClipSpec
-
-LAYOUTS = tuple(PROFILES)
-REFERENCE_SIZE = 64  # pixel amounts (intensity, jitter) are given at this image size
-_LAYOUT_CODE = {name: i + 1 for i, name in enumerate(LAYOUTS)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Knobs:
-    """Difficulty knobs; pixel amounts are at 64x64 and scale with the image size."""
-
-    micro_intensity: float = 1.0  # apex displacement peak of a micro expression (x U(0.5, 1.5) per clip)
-    macro_intensity: float = 5.0  # apex displacement peak of a macro expression (x U(0.6, 1.4))
-    micro_jitter: float = 0.4  # head translation (pixels) over a micro clip
-    macro_jitter: float = 2.0
-    micro_rotation: float = 0.4  # head rotation (degrees) over a micro clip
-    macro_rotation: float = 3.0
-    noise: float = 2.0  # sensor noise standard deviation of the micro sets, grey levels
-    macro_noise: float = 1.0  # the same for the macro set (see "Pre-training benchmark" above)
-    micro_jpeg_quality: float = 95  # JPEG quality of the written frames
-    macro_jpeg_quality: float = 98
-    light_drift: float = 0.03  # relative change of brightness / light direction over a clip
-    blink_prob: float = 0.3  # chance that a micro clip holds a blink (macro: per 16 frames)
-
-
-# ---------------------------------------------------------------------------------------------
-# Planning: which clips exist, who is in them and what they express.
-
-
-def _scaled_counts(counts: dict[str, int], scale: float) -> dict[str, int]:
-    return {k: max(1, round(v * scale)) for k, v in counts.items()}
-
-
-def _num_subjects(nominal: int, scale: float) -> int:
-    return max(2, min(nominal, math.ceil(nominal * scale)))
-
-
-def _assign_subjects(n_clips: int, subjects: Sequence[int], rng: np.random.Generator) -> list[int]:
-    """Subject of each clip: everyone at least once, the rest unevenly (as in the releases)."""
-    weights = rng.gamma(1.5, size=len(subjects))
-    base = list(subjects)[: min(n_clips, len(subjects))]
-    rest = rng.choice(len(subjects), size=n_clips - len(base), p=weights / weights.sum())
-    out = base + [subjects[i] for i in rest]
-    return [out[i] for i in rng.permutation(n_clips)]
-
-
-def _micro_event(emotion: str, num_frames: int, knobs: Knobs, rng: np.random.Generator) -> Event:
-    onset = int(rng.integers(1, 4))
-    apex = onset + int(rng.integers(3, max(4, (num_frames - onset) // 2 + 1)))
-    offset = min(num_frames - 1, apex + int(rng.integers(3, num_frames)))
-    gain = knobs.micro_intensity * float(rng.uniform(0.5, 1.5))
-    aus = {k: v * gain for k, v in aus_lib.sample_aus(emotion, rng).items()}
-    return Event(emotion, aus, onset, apex, offset)
-
-
-def _macro_events(emotion: str, num_frames: int, knobs: Knobs, rng: np.random.Generator) -> list[Event]:
-    """1-3 expressions; the first (labelled) is the longest and strongest."""
-    events = []
-    n = 1 + int(rng.choice(3, p=[0.4, 0.4, 0.2]))
-    # Secondary expressions cover every AU: the prototypes (contempt's AU14 included) and the
-    # micro sets' single-AU "others" pool.
-    others = [e for e in aus_lib.EMOTION_AUS if e != "neutral"] + ["others"]
-    for k in range(n):
-        emo = emotion if k == 0 else str(rng.choice(others))
-        length = (
-            int(rng.integers(max(6, num_frames // 2), num_frames + 1)) if k == 0 else int(rng.integers(5, 10))
-        )
-        start = int(rng.integers(0, num_frames - length + 1))
-        apex = start + int(rng.integers(2, max(3, length - 2)))
-        gain = (
-            knobs.macro_intensity
-            * float(rng.uniform(0.6, 1.4))
-            * (1.0 if k == 0 else float(rng.uniform(0.3, 0.6)))
-        )
-        if emo == "neutral":
-            gain *= 0.4
-        aus = {au: v * gain for au, v in aus_lib.sample_aus(emo, rng).items()}
-        events.append(Event(emo, aus, start, apex, start + length - 1))
-    return events
-
-
-def plan(layout: str, seed: int = 0, clips_scale: float = 1.0, knobs: Knobs | None = None) -> list[ClipSpec]:
-    """Every clip of a layout: subject, names, emotion, AU events and frame numbers (no pixels)."""
-    if layout not in PROFILES:
-        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if clips_scale <= 0:
-        raise ValueError(f"clips_scale must be > 0, got {clips_scale}")
-    knobs = knobs or Knobs()
-    prof = PROFILES[layout]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _LAYOUT_CODE[layout]]))
-    counts = _scaled_counts(prof.counts, clips_scale)
-    emotions = [e for e, n in counts.items() for _ in range(n)]
-    emotions = [emotions[i] for i in rng.permutation(len(emotions))]
-    subjects = prof.subjects[: _num_subjects(len(prof.subjects), clips_scale)]
-    who = _assign_subjects(len(emotions), subjects, rng)
-    taken: dict[int, dict[str, int]] = {}
-    specs = []
-    for i, (emotion, subject) in enumerate(zip(emotions, who, strict=True)):
-        num_frames = int(rng.integers(prof.frames[0], prof.frames[1] + 1))
-        first = int(rng.integers(prof.first_frame[0], prof.first_frame[1] + 1))
-        extra: dict[str, Any]
-        if prof.kind == "micro":
-            au_emotion = emotion.lower()
-            name, extra = layouts.name_clip(layout, subject, taken.setdefault(subject, {}), rng)
-            events = [_micro_event(au_emotion, num_frames, knobs, rng)]
-        else:
-            au_emotion = layouts.DFEW_TO_AU_EMOTION[emotion]
-            name, extra = str(i + 1), {}
-            events = _macro_events(au_emotion, num_frames, knobs, rng)
-        extra["aus"] = aus_lib.au_code(events[0].aus) or "/"
-        if layout == "samm":
-            extra["objective"] = layouts.SAMM_OBJECTIVE_CLASS.get(au_emotion, int(rng.integers(1, 8)))
-        specs.append(
-            ClipSpec(
-                i,
-                layout,
-                subject,
-                name,
-                emotion,
-                au_emotion,
-                tuple(events),
-                first,
-                num_frames,
-                (seed, _LAYOUT_CODE[layout], i),
-                extra,
-            )
-        )
-    return specs
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering.
-
-
-@functools.lru_cache(maxsize=64)
-def _identity(seed: int, space: int, subject: int) -> face_lib.Identity:
-    return face_lib.sample_identity(
-        np.random.default_rng(np.random.SeedSequence([seed, 7919, space, subject]))
-    )
-
-
-@functools.lru_cache(maxsize=192)
-def _face(seed: int, space: int, subject: int, size: int, closed: float) -> np.ndarray:
-    img = face_lib.render_face(_identity(seed, space, subject), size, eyes_closed=closed)
-    img.setflags(write=False)
-    return img
-
-
-def _smooth_path(rng: np.random.Generator, n: int, amount: float) -> np.ndarray:
-    """A slow random trajectory float64[n] of typical size `amount` (drift + one slow wave + tremor)."""
-    t = np.arange(n) / max(n - 1, 1)
-    drift = rng.normal(0.0, 0.6) * t
-    wave = rng.normal(0.0, 0.5) * np.sin(2 * math.pi * (rng.uniform(0.3, 1.0) * t + rng.uniform()))
-    tremor = rng.normal(0.0, 0.1, n)
-    return amount * (drift + wave + tremor)
-
-
-def render_clip(
-    spec: ClipSpec, size: int = 64, knobs: Knobs | None = None, frames: Sequence[int] | None = None
-):
-    """Frames uint8[T,size,size,3] RGB of a clip (or only the frame indices `frames`)."""
-    knobs = knobs or Knobs()
-    prof = PROFILES[spec.layout]
-    micro = prof.kind == "micro"
-    rng = np.random.default_rng(np.random.SeedSequence(list(spec.seed)))
-    n = spec.num_frames
-    px = size / REFERENCE_SIZE
-    # Head pose per frame: translation (pixels), rotation (degrees), zoom.
-    jit = (knobs.micro_jitter if micro else knobs.macro_jitter) * px
-    rot = knobs.micro_rotation if micro else knobs.macro_rotation
-    base_shift = rng.normal(0.0, 0.02 * size, 2)  # each clip frames the face a little differently
-    sx, sy = base_shift[0] + _smooth_path(rng, n, jit), base_shift[1] + _smooth_path(rng, n, jit)
-    angle = rng.normal(0.0, 2.0) + _smooth_path(rng, n, rot)
-    zoom = rng.uniform(0.96, 1.04) * (1.0 + _smooth_path(rng, n, 0.002 if micro else 0.01))
-    # Lighting: a per-clip gain and direction, drifting over the clip.
-    gain = rng.uniform(0.85, 1.15) * (1.0 + _smooth_path(rng, n, knobs.light_drift))
-    gx0, gy0 = rng.normal(0.0, 0.15, 2)
-    gx, gy = gx0 + _smooth_path(rng, n, knobs.light_drift), gy0 + _smooth_path(rng, n, knobs.light_drift)
-    # Blinks: eye closure per frame.
-    closure = np.zeros(n)
-    n_blinks = int(rng.random() < knobs.blink_prob) if micro else int(rng.poisson(knobs.blink_prob * n / 16))
-    for _ in range(n_blinks):
-        c = int(rng.integers(0, n))
-        for dt, v in ((-1, 0.5), (0, 1.0), (1, 0.5)):
-            if 0 <= c + dt < n:
-                closure[c + dt] = max(closure[c + dt], v)
-    # AU fields at apex, in the neutral face's pixel coordinates.
-    space = prof.identity_space
-    idn = _identity(spec.seed[0], space, spec.subject)
-    marks = face_lib.landmarks(idn, size)
-    scale = face_lib.face_scale(idn, size)
-    t = np.arange(n)
-    fields = [
-        aus_lib.expression_field({k: v * px for k, v in e.aus.items()}, marks, scale, size)
-        for e in spec.events
-    ]
-    curves = [aus_lib.envelope(t, e.onset, e.apex, e.offset) for e in spec.events]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5  # [H,W]
-    out = []
-    for i in range(n) if frames is None else frames:
-        closed = float(closure[i])
-        face = _face(spec.seed[0], space, spec.subject, size, 0.0)
-        if closed > 0:
-            face = _face(spec.seed[0], space, spec.subject, size, closed)
-        field = np.zeros((size, size, 2), np.float32)
-        for f, curve in zip(fields, curves, strict=True):
-            if curve[i] > 0:
-                field += np.float32(curve[i]) * f
-        source = aus_lib.rigid_map(size, (sx[i], sy[i]), angle[i], zoom[i])
-        img = aus_lib.warp(face, source, field)  # [H,W,3] float32
-        light = np.float32(gain[i]) * (1.0 + np.float32(gx[i]) * xx + np.float32(gy[i]) * yy)
-        img = img * light[..., None]
-        frame_rng = np.random.default_rng(np.random.SeedSequence([*spec.seed, i]))
-        sigma = knobs.noise if micro else knobs.macro_noise
-        img = img + frame_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(sigma)
-        out.append(np.clip(np.rint(img), 0, 255).astype(np.uint8))
-    return np.stack(out)  # [T,H,W,3]
-
-
-def apex_field(spec: ClipSpec, size: int = 64) -> np.ndarray:
-    """The annotated expression's displacement field at apex, float32[size,size,2] in pixels."""
-    idn = _identity(spec.seed[0], PROFILES[spec.layout].identity_space, spec.subject)
-    px = size / REFERENCE_SIZE
-    aus = {k: v * px for k, v in spec.events[0].aus.items()}
-    return aus_lib.expression_field(aus, face_lib.landmarks(idn, size), face_lib.face_scale(idn, size), size)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing.
+from ma2mi_jax.data.synthetic.planning import LAYOUT_CODE, LAYOUTS, plan
+from ma2mi_jax.data.synthetic.rendering import render_clip
 
 
 def _render_and_write(args: tuple[str, ClipSpec, int, Knobs]) -> tuple[int, np.ndarray, np.ndarray]:
@@ -406,7 +128,7 @@ def generate(
                     idx, on, ap = _render_and_write(job)
                     pairs[idx] = (on, ap)
                     bar.update()
-        rng = np.random.default_rng(np.random.SeedSequence([seed, _LAYOUT_CODE[layout], 99]))
+        rng = np.random.default_rng(np.random.SeedSequence([seed, LAYOUT_CODE[layout], 99]))
         layouts.write_annotations(tmp, layout, specs, rng)
         _write_manifest(tmp, layout, size, seed, clips_scale, knobs, specs)
         if preview:
@@ -498,84 +220,6 @@ def _preview(
             strip = [_label(up(frames[i]), f"{s.emotion} t{i}" if i == 0 else f"t{i}") for i in idx]
             rows.append(np.concatenate(strip, 1))
     return np.concatenate(rows, 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Calibration proxy.
-
-
-def onset_apex_pairs(specs: Sequence[ClipSpec], size: int, knobs: Knobs) -> tuple[np.ndarray, np.ndarray]:
-    """Onset and apex frames uint8[N,H,W,3] of every clip, rendered in memory."""
-    on, ap = [], []
-    for s in specs:
-        a = s.events[0]
-        f = render_clip(s, size, knobs, frames=(a.onset, a.apex))
-        on.append(f[0])
-        ap.append(f[1])
-    return np.stack(on), np.stack(ap)
-
-
-def _flow_grid(on: np.ndarray, ap: np.ndarray, cells: int = 8) -> np.ndarray:
-    """Farneback optical flow onset -> apex, averaged over a cells x cells grid: float32[N, cells*cells*2]."""
-    out = []
-    for a, b in zip(on, ap, strict=True):
-        g0, g1 = (cv2.cvtColor(v, cv2.COLOR_RGB2GRAY) for v in (a, b))
-        flow = cv2.calcOpticalFlowFarneback(g0, g1, None, 0.5, 2, 9, 3, 5, 1.1, 0)  # [H,W,2]
-        out.append(cv2.resize(flow, (cells, cells), interpolation=cv2.INTER_AREA).reshape(-1))
-    return np.stack(out)
-
-
-def _loso_predict(x: np.ndarray, y: np.ndarray, groups: np.ndarray, make_model) -> np.ndarray:
-    pred = np.empty_like(y)
-    for g in np.unique(groups):
-        test = groups == g
-        mu, sd = x[~test].mean(0), x[~test].std(0) + 1e-3
-        model = make_model()
-        model.fit((x[~test] - mu) / sd, y[~test])
-        pred[test] = model.predict((x[test] - mu) / sd)
-    return pred
-
-
-def proxy_loso(
-    layout: str = "casme2",
-    size: int = 64,
-    seed: int = 0,
-    knobs: Knobs | None = None,
-    clips_scale: float = 1.0,
-    classes: Sequence[str] = ("happiness", "disgust", "repression", "surprise", "others"),
-) -> dict[str, dict[str, float]]:
-    """Calibration proxies, LOSO on (onset, apex) pairs: UF1/UAR/accuracy of two simple models.
-
-    "diff_ridge": ridge classifier on standardised grey (apex - onset) pixels (no motion prior);
-    "flow_logreg": logistic regression on Farneback flow averaged over an 8x8 grid (a hand-made
-    motion feature, in the spirit of MDMO). Classes are balanced in both; needs scikit-learn.
-    """
-    from sklearn.linear_model import LogisticRegression, RidgeClassifier
-    from sklearn.metrics import f1_score, recall_score
-
-    knobs = knobs or Knobs()
-    specs = [s for s in plan(layout, seed, clips_scale, knobs) if s.emotion.lower() in classes]
-    on, ap = onset_apex_pairs(specs, size, knobs)
-    y = np.array([list(classes).index(s.emotion.lower()) for s in specs])
-    groups = np.array([s.subject for s in specs])
-    diff = (ap.astype(np.float32) - on.astype(np.float32)).mean(-1).reshape(len(specs), -1)  # [N,H*W]
-    models = {
-        "diff_ridge": (diff, lambda: RidgeClassifier(alpha=1000.0, class_weight="balanced")),
-        "flow_logreg": (
-            _flow_grid(on, ap),
-            lambda: LogisticRegression(C=0.05, max_iter=500, class_weight="balanced"),
-        ),
-    }
-    out = {}
-    for name, (x, make) in models.items():
-        pred = _loso_predict(x, y, groups, make)
-        out[name] = {
-            "uf1": round(float(f1_score(y, pred, average="macro")), 3),
-            "uar": round(float(recall_score(y, pred, average="macro")), 3),
-            "accuracy": round(float((pred == y).mean()), 3),
-        }
-    out["samples"] = {"n": len(y), "subjects": len(np.unique(groups))}
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
