@@ -29,7 +29,8 @@ UAR 0.376 / acc 0.447. Seeds and rows over several runs: docs/results.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -61,7 +62,9 @@ def _flow_grid(on: np.ndarray, ap: np.ndarray, cells: int = 8) -> np.ndarray:
     return np.stack(out)
 
 
-def _loso_predict(x: np.ndarray, y: np.ndarray, groups: np.ndarray, make_model) -> np.ndarray:
+def _loso_predict(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, make_model: Callable[[], Any]
+) -> np.ndarray:
     pred = np.empty_like(y)
     for g in np.unique(groups):
         test = groups == g

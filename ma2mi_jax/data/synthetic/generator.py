@@ -3,10 +3,12 @@
     python -m ma2mi_jax.data.synthetic.generator --out data/synthetic/casme2 --layout casme2
     python -m ma2mi_jax.data.synthetic.generator --out data/synthetic/dfew --layout dfew
 
-Faces are drawn per person (synthetic_face), moved by facial action units (synthetic_aus: smooth
-displacement fields anchored to landmarks, onset -> apex -> offset envelope, cv2.remap warping)
-and written as JPEG frames plus the release's annotation sheet or split CSVs
-(synthetic_layouts), so the real readers and pipelines are what runs on them.
+Clips are planned (`planning`), faces drawn per person (`faces`), moved by facial action units
+(`action_units`: smooth displacement fields anchored to landmarks, onset -> apex -> offset
+envelope, cv2.remap warping) and rendered with head motion, light and noise (`rendering`), then
+written as JPEG frames plus the release's annotation sheet or split CSVs (`layouts`), so the real
+readers and pipelines are what runs on them. The difficulty knobs are in `knobs`, the calibration
+proxy in `calibrate`.
 
 - Micro sets (casme2, samm, mmew): the releases' class counts and subject ids (`--clips-scale`
   shrinks them), 12-20 frames per clip, one expression whose apex moves skin by about
@@ -41,6 +43,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from ma2mi_jax.data.synthetic import layouts
 from ma2mi_jax.data.synthetic.calibrate import proxy_loso
@@ -60,9 +63,7 @@ def _render_and_write(args: tuple[str, ClipSpec, int, Knobs]) -> tuple[int, np.n
     return spec.index, frames[a.onset], frames[a.apex]
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
+def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, file=sys.stderr)
 
 
@@ -143,7 +144,10 @@ def generate(
     return specs
 
 
-def _write_manifest(root, layout, size, seed, clips_scale, knobs, specs) -> None:
+def _write_manifest(
+    root: str, layout: str, size: int, seed: int, clips_scale: float, knobs: Knobs, specs: list[ClipSpec]
+) -> None:
+    """synthetic.json: the arguments, the knobs and every clip's frames and AU events."""
     px = size / REFERENCE_SIZE
     clips = [
         {
@@ -188,12 +192,16 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def _preview(
-    specs: Sequence[ClipSpec], pairs: dict, size: int, knobs: Knobs, per_class: int = 3
+    specs: Sequence[ClipSpec],
+    pairs: dict[int, tuple[np.ndarray, np.ndarray]],
+    size: int,
+    knobs: Knobs,
+    per_class: int = 3,
 ) -> np.ndarray:
     """uint8 RGB picture: per class, `per_class` clips as onset | apex | |apex - onset| x gain."""
     tile = max(96, size)
 
-    def up(img):
+    def up(img: np.ndarray) -> np.ndarray:
         return cv2.resize(img, (tile, tile), interpolation=cv2.INTER_NEAREST)
 
     micro = PROFILES[specs[0].layout].kind == "micro"

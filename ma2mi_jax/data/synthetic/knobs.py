@@ -8,7 +8,7 @@ and the linear probe (`scripts/probe.py`), runs and figures in docs/results.md:
   set) about half of the latent copy error L1(z_t, z_{t+k}) came from nuisances: the same clips
   rendered without noise, JPEG, head motion and lighting drift halve it (0.042 -> 0.022). The
   macro set now has its own knobs, `macro_noise` 1.0 and `macro_jpeg_quality` 98; the micro sets
-  keep noise 2 and quality 95, so their difficulty (and the calibration above) is unchanged.
+  keep noise 2 and quality 95, so their difficulty (and the calibration in calibrate.py) is unchanged.
 - Secondary macro expressions are drawn from every prototype (contempt, with AU14, included) and
   from the micro sets' single-AU "others" pool, so every AU a micro class uses occurs in the
   macro set (tests/test_synthetic.py checks it).
@@ -19,8 +19,8 @@ and the linear probe (`scripts/probe.py`), runs and figures in docs/results.md:
   --light-drift 0 --blink-prob 0`) frozen pre-trained features beat random ones by +0.21 UF1 and
   fine-tuning from them beats scratch by +0.06 (5-fold) / +0.04 (LOSO); with the micro sets'
   nuisances, by neither. The micro sets keep their nuisances (their difficulty is calibrated
-  above; without them scratch reaches 0.74); pre-training at the micro sets' sensor noise or at
-  1 px did not help.
+  in calibrate.py; without them scratch reaches 0.74); pre-training at the micro sets' sensor
+  noise or at 1 px did not help.
 """
 
 from __future__ import annotations
