@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import importlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from ma2mi_jax import configlib
+from ma2mi_jax import cli, configlib, errors
 from ma2mi_jax.data.synthetic import action_units, faces, generator, layouts, planning, rendering
 from ma2mi_jax.data.synthetic.knobs import Knobs
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
 SCALE = 0.1
 # The releases' counts (datasets.md), independent of the generator's own tables.
@@ -271,17 +275,38 @@ def test_refuses_a_non_empty_out_and_leaves_nothing_half_written(tmp_path, monke
     assert sorted(os.listdir(tmp_path)) == ["data"]
 
 
-def test_command_line_writes_the_layout_preview_and_manifest(tmp_path, capsys):
+def _script(*args: str) -> subprocess.CompletedProcess:
+    """Run scripts/generate_synthetic.py from the repository root as a user would."""
+    env = {**os.environ}
+    env.pop(cli.DEBUG_ENV, None)
+    return subprocess.run(
+        [sys.executable, "scripts/generate_synthetic.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_command_line_writes_the_layout_preview_and_manifest(tmp_path):
     out = tmp_path / "dfew"
-    args = ["--out", str(out), "--layout", "dfew", "--size", "32", "--clips-scale", "0.03", "--quiet"]
-    rc = generator.main([*args, "--macro-intensity", "4"])
-    assert rc == 0
-    assert "wrote" in capsys.readouterr().out
+    args = ["--out", str(out), "--layout", "dfew", "--size", "32", "--clips_scale", "0.03", "--quiet"]
+    result = _script(*args, "--macro_intensity", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wrote" in result.stdout
     assert os.path.isfile(out / "preview.png")
     meta = json.loads((out / "synthetic.json").read_text())
     assert meta["layout"] == "dfew" and meta["knobs"]["macro_intensity"] == 4.0
     assert len(meta["clips"]) == len(os.listdir(out / "Clip" / "clip_224x224"))
-    assert generator.main(["--out", str(out), "--layout", "dfew", "--size", "32", "--quiet"]) == 2
+    # The knobs not given keep the library's defaults (the same bytes as generator.generate's).
+    assert meta["knobs"] == {**dataclasses.asdict(Knobs()), "macro_intensity": 4.0}
+    refused = _script("--out", str(out), "--layout", "dfew", "--size", "32", "--quiet")
+    assert refused.returncode == errors.EXIT_CODE == 2
+    assert "error: --out" in refused.stderr and "--overwrite" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    missing = _script("--layout", "dfew")
+    assert missing.returncode != 0 and "--out is required" in missing.stderr
 
 
 def test_macro_set_covers_every_action_unit_of_the_micro_sets():

@@ -12,7 +12,7 @@ These are proxies, not the project's trainer:
 Chance UF1 is about 0.2. A linear model on raw pixels stays low (head jitter and identity
 misalign the features), a learned from-scratch network lands in the lower half of the aim, and a
 hand-made motion feature near its top: the room a motion-aware pre-trained encoder can take.
-`python -m ma2mi_jax.data.synthetic.generator --calibrate [knob flags]` re-measures diff_ridge and
+`python scripts/generate_synthetic.py --calibrate [knob flags]` re-measures diff_ridge and
 flow_logreg (about 15 s; needs scikit-learn). Knob sensitivity (same set, UF1 diff_ridge /
 flow_logreg): micro_intensity 0.5 px 0.18 / 0.59, 0.7 px 0.25 / 0.67, 1.0 px (default)
 0.28 / 0.71, 2.0 px 0.42 / 0.77; every distractor off (noise, jitter, rotation, light drift,
@@ -29,6 +29,8 @@ UAR 0.376 / acc 0.447. Seeds and rows over several runs: docs/results.md.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -115,3 +117,16 @@ def proxy_loso(
         }
     out["samples"] = {"n": len(y), "subjects": len(np.unique(groups))}
     return out
+
+
+def run(
+    layout: str = "casme2",
+    size: int = 64,
+    seed: int = 0,
+    knobs: Knobs | None = None,
+    clips_scale: float = 1.0,
+) -> str:
+    """`proxy_loso` for `generate_synthetic.py --calibrate`: its result and run time as one JSON line."""
+    start = time.perf_counter()
+    result = proxy_loso(layout, size, seed, knobs, clips_scale)
+    return json.dumps({**result, "seconds": round(time.perf_counter() - start, 1)})

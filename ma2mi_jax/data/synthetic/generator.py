@@ -1,7 +1,7 @@
 """Procedural micro/macro-expression data sets written in the official CASME II, SAMM, MMEW, DFEW layouts.
 
-    python -m ma2mi_jax.data.synthetic.generator --out data/synthetic/casme2 --layout casme2
-    python -m ma2mi_jax.data.synthetic.generator --out data/synthetic/dfew --layout dfew
+    python scripts/generate_synthetic.py --out data/synthetic/casme2 --layout casme2
+    python scripts/generate_synthetic.py --out data/synthetic/dfew --layout dfew
 
 Clips are planned (`planning`), faces drawn per person (`faces`), moved by facial action units
 (`action_units`: smooth displacement fields anchored to landmarks, onset -> apex -> offset
@@ -10,7 +10,7 @@ written as JPEG frames plus the release's annotation sheet or split CSVs (`layou
 readers and pipelines are what runs on them. The difficulty knobs are in `knobs`, the calibration
 proxy in `calibrate`.
 
-- Micro sets (casme2, samm, mmew): the releases' class counts and subject ids (`--clips-scale`
+- Micro sets (casme2, samm, mmew): the releases' class counts and subject ids (`clips_scale`
   shrinks them), 12-20 frames per clip, one expression whose apex moves skin by about
   `micro_intensity` pixels at 64x64 (x0.5..1.5 per clip, scaled with the image size), nearly
   static heads (sub-pixel jitter), lighting drift, sensor noise and blinks as distractors.
@@ -26,12 +26,11 @@ proxy in `calibrate`.
 
 Speed (serial, 2-core CPU shared with other jobs): CASME II layout 255 clips / 4,050 frames at
 64 px in 2.7 s, DFEW layout 300 clips / 7,001 frames in 5.8 s; 224 px runs about 10x slower
-per frame. `--workers N` uses a process pool (same bytes), worth it only on idle cores.
+per frame. `workers=N` (`--workers N`) uses a process pool (same bytes), worth it only on idle cores.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -45,11 +44,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ma2mi_jax import errors
 from ma2mi_jax.data.synthetic import layouts
-from ma2mi_jax.data.synthetic.calibrate import proxy_loso
 from ma2mi_jax.data.synthetic.knobs import REFERENCE_SIZE, Knobs
 from ma2mi_jax.data.synthetic.layouts import PROFILES, ClipSpec
-from ma2mi_jax.data.synthetic.planning import LAYOUT_CODE, LAYOUTS, plan
+from ma2mi_jax.data.synthetic.planning import LAYOUT_CODE, plan
 from ma2mi_jax.data.synthetic.rendering import render_clip
 
 
@@ -70,9 +69,9 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm:
 def _prepare_out(out: str, overwrite: bool) -> str:
     out = os.path.abspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise FileExistsError(f"--out {out} exists and is not a folder; choose another path")
+        raise errors.ExistsError(f"--out {out} exists and is not a folder; choose another path")
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise FileExistsError(
+        raise errors.ExistsError(
             f"--out {out} exists and is not empty; pass --overwrite to replace it or choose another path"
         )
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -142,6 +141,40 @@ def generate(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return specs
+
+
+def run(
+    layout: str,
+    out: str,
+    size: int = 64,
+    seed: int = 0,
+    *,
+    clips_scale: float = 1.0,
+    knobs: Knobs | None = None,
+    overwrite: bool = False,
+    workers: int = 0,
+    progress: bool = True,
+    preview: bool = True,
+) -> str:
+    """`generate` for scripts/generate_synthetic.py: returns the line it prints (clips, frames, seconds)."""
+    start = time.perf_counter()
+    specs = generate(
+        layout,
+        out,
+        size,
+        seed,
+        clips_scale=clips_scale,
+        knobs=knobs,
+        overwrite=overwrite,
+        workers=workers,
+        progress=progress,
+        preview=preview,
+    )
+    frames = sum(s.num_frames for s in specs)
+    return (
+        f"wrote {len(specs)} clips ({frames} frames, {size}px, layout {layout}) to "
+        f"{os.path.abspath(out)} in {time.perf_counter() - start:.1f}s"
+    )
 
 
 def _write_manifest(
@@ -228,69 +261,3 @@ def _preview(
             strip = [_label(up(frames[i]), f"{s.emotion} t{i}" if i == 0 else f"t{i}") for i in idx]
             rows.append(np.concatenate(strip, 1))
     return np.concatenate(rows, 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ma2mi_jax.data.synthetic.generator",
-        description="Generate a synthetic micro/macro-expression data set in an official on-disk layout.",
-    )
-    p.add_argument("--out", help="output folder (the reader's data root)")
-    p.add_argument("--layout", choices=LAYOUTS, default="casme2")
-    p.add_argument("--size", type=int, default=64, help="frame side in pixels (64 for CPU, 224 possible)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clips-scale", type=float, default=1.0, help="multiply every class count (min 1 each)")
-    p.add_argument("--workers", type=int, default=0, help="processes (0/1 = in this process)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--no-preview", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--calibrate", action="store_true", help="print the LOSO proxy UF1 instead of writing files"
-    )
-    for f in dataclasses.fields(Knobs):
-        p.add_argument("--" + f.name.replace("_", "-"), type=float, default=f.default)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point."""
-    args = _parser().parse_args(argv)
-    knobs = Knobs(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Knobs)})
-    if args.calibrate:
-        t0 = time.perf_counter()
-        r = proxy_loso(args.layout, args.size, args.seed, knobs, args.clips_scale)
-        print(json.dumps({**r, "seconds": round(time.perf_counter() - t0, 1)}))
-        return 0
-    if not args.out:
-        _parser().error("--out is required (unless --calibrate)")
-    t0 = time.perf_counter()
-    try:
-        specs = generate(
-            args.layout,
-            args.out,
-            args.size,
-            args.seed,
-            clips_scale=args.clips_scale,
-            knobs=knobs,
-            overwrite=args.overwrite,
-            workers=args.workers,
-            progress=not args.quiet,
-            preview=not args.no_preview,
-        )
-    except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    frames = sum(s.num_frames for s in specs)
-    print(
-        f"wrote {len(specs)} clips ({frames} frames, {args.size}px, layout {args.layout}) to "
-        f"{os.path.abspath(args.out)} in {time.perf_counter() - t0:.1f}s"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
