@@ -11,9 +11,9 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from pretrain_fixture import make_dfew, tiny_config
 
 from ma2mi_jax import checkpoints
+from tests.helpers.pretrain import make_dfew, tiny_config
 
 
 def _state(seed: int = 0, step: int = 3) -> dict:

@@ -4,13 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from pretrain_fixture import make_dfew, tiny_config
 
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.train.pretrain import diagnostics
 from ma2mi_jax.train.pretrain import state as state_lib
 from ma2mi_jax.train.pretrain import step as pretrain_step
+from tests.helpers.pretrain import make_dfew, tiny_config
 
 B, SIZE = 4, 32
 

@@ -13,8 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import fixed_data, fold_runner, tiny_config
-from pretrain_fixture import default_level_flags, free_port
 
 from ma2mi_jax import checkpoints
 from ma2mi_jax.data.records import DataError
@@ -23,6 +21,8 @@ from ma2mi_jax.train.finetune import fold_execution as runner_lib
 from ma2mi_jax.train.finetune import fold_step as step_lib
 from ma2mi_jax.train.finetune import inputs as data_lib
 from ma2mi_jax.train.finetune import starting_point as init_lib
+from tests.helpers.finetune import fixed_data, fold_runner, tiny_config
+from tests.helpers.pretrain import default_level_flags, free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every run of this file: 3 epochs, evaluation and a checkpoint after each.
@@ -139,7 +139,7 @@ def test_killed_run_resumes_to_the_same_results(vmapped, data_root, tmp_path, co
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
     cmd = [
-        sys.executable, os.path.join(REPO, "tests", "finetune_fixture.py"), data_root, str(workdir),
+        sys.executable, "-m", "tests.helpers.finetune", data_root, str(workdir),
         json.dumps(RUN), "2",
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -178,7 +178,7 @@ def test_two_processes_of_two_devices_give_the_one_device_results(vmapped, data_
     }
     overrides = {**RUN, "finetune.folds_per_step": 3}
     cmd = [
-        sys.executable, os.path.join(REPO, "tests", "finetune_fixture.py"), data_root, str(workdir),
+        sys.executable, "-m", "tests.helpers.finetune", data_root, str(workdir),
         json.dumps(overrides), "0",
     ]  # fmt: skip
     launch = lambda i: subprocess.Popen(

@@ -14,8 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import fixed_data, fold_runner, tiny_config
-from pretrain_fixture import tiny_config as pretrain_tiny_config
 
 from ma2mi_jax import checkpoints, losses
 from ma2mi_jax.errors import InitError
@@ -23,6 +21,8 @@ from ma2mi_jax.train import finetune, optim
 from ma2mi_jax.train.finetune import aux_rec as aux_lib
 from ma2mi_jax.train.finetune import fold_step as step_lib
 from ma2mi_jax.train.pretrain import state as state_lib
+from tests.helpers.finetune import fixed_data, fold_runner, tiny_config
+from tests.helpers.pretrain import tiny_config as pretrain_tiny_config
 
 AUX = 0.5  # finetune.aux_rec_weight of the runs
 

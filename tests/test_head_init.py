@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from finetune_fixture import fixed_data, fold_runner, tiny_config
 from sklearn.linear_model import LogisticRegression
 
 from ma2mi_jax.train import finetune, optim
 from ma2mi_jax.train.finetune import fold_step as step_lib
 from ma2mi_jax.train.finetune import head_init
 from ma2mi_jax.train.finetune.group_loop import GroupTrainer
+from tests.helpers.finetune import fixed_data, fold_runner, tiny_config
 
 
 def _fit(x, y):

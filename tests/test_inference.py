@@ -10,10 +10,10 @@ import sys
 import jax
 import numpy as np
 import pytest
-from finetune_fixture import tiny_config, write_casme2
 
 from ma2mi_jax.serving import classifier, gradcam
 from ma2mi_jax.train import finetune
+from tests.helpers.finetune import tiny_config, write_casme2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = {"train.epochs": 1, "finetune.folds_per_step": 1, "finetune.final_model": True}

@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from pretrain_fixture import make_dfew, run_processes, run_subprocess, tiny_config
 
 from ma2mi_jax import checkpoints
 from ma2mi_jax.train.pretrain import state as state_lib
 from ma2mi_jax.train.pretrain import step as pretrain_step
+from tests.helpers.pretrain import make_dfew, run_processes, run_subprocess, tiny_config
 
 # The run every end-to-end test compares with: 6 steps, checkpoints at 2, 4, 6, pictures at 3 and 6.
 RUN = {

@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import tiny_config
 
 from ma2mi_jax.evaluation import probe
 from ma2mi_jax.models import miacnet as miacnet_lib
+from tests.helpers.finetune import tiny_config
 
 K = 5
 

@@ -15,7 +15,6 @@ import sys
 import tempfile
 
 import cv2
-import fixtures_data as fx
 import numpy as np
 import pytest
 
@@ -24,6 +23,7 @@ from ma2mi_jax.data.media import decode, facecrop, frames
 from ma2mi_jax.data.readers import casme2, dfew, macro_folders
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError, MacroClip
+from tests.helpers import release_layouts as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASME2 = configlib.CASME2_CLASSES

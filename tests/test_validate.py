@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from pretrain_fixture import tiny_config
 
 from ma2mi_jax.train.pretrain import checks as validate
+from tests.helpers.pretrain import tiny_config
 
 
 @pytest.fixture

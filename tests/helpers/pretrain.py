@@ -1,7 +1,7 @@
 """Shared by the pre-training tests: the tiny synthetic config, a data set, subprocess runs.
 
 Run as a script it pre-trains in a fresh process:
-    python tests/pretrain_fixture.py OVERRIDES_JSON WORKDIR [KILL_AT_BATCH]
+    python -m tests.helpers.pretrain OVERRIDES_JSON WORKDIR [KILL_AT_BATCH]   (from the repository root)
 KILL_AT_BATCH > 0 sends the process SIGKILL to itself when it asks for that batch (1-based),
 which is how the tests kill a run at a chosen moment. With MA2MI_TEST_NAN_VAE=1 in the
 environment the frozen VAE's parameters are NaN (its latents too), to drive a run into NaN.
@@ -21,7 +21,7 @@ from typing import Any
 
 import ml_collections
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "synthetic_pretrain.py")
 
 
@@ -72,7 +72,7 @@ def run_subprocess(
         env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(overrides), workdir, str(kill_at)]
+    cmd = [sys.executable, "-m", "tests.helpers.pretrain", json.dumps(overrides), workdir, str(kill_at)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
@@ -113,7 +113,7 @@ def run_processes(
     )
     if cache_dir:
         env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
-    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(overrides), workdir, "0"]
+    cmd = [sys.executable, "-m", "tests.helpers.pretrain", json.dumps(overrides), workdir, "0"]
     running = [
         subprocess.Popen(
             cmd,

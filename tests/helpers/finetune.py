@@ -55,7 +55,7 @@ def tiny_config(root: str, workdir: str, **overrides):
     """configs/synthetic_loso.py:tiny on `root` from scratch, with dotted-key overrides."""
     import importlib.util
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     spec = importlib.util.spec_from_file_location(
         "synthetic_loso", os.path.join(here, "configs", "synthetic_loso.py")
     )
