@@ -23,7 +23,7 @@ from ma2mi_jax.models import vae as vae_lib
 from ma2mi_jax.train.finetune import fold_step as finetune_step
 from ma2mi_jax.train.pretrain import state as pretrain_state
 from ma2mi_jax.train.pretrain import step as pretrain_step
-from tests.helpers.pretrain import config_file
+from tests.helpers.configs import config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ||g32 - g64|| / ||g64|| per leaf: float32 rounding (2^-24 ~ 6e-8) grown through ~40 layers and

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ma2mi_jax.train.pretrain import checks as validate
-from tests.helpers.pretrain import tiny_config
+from tests.helpers.configs import tiny_pretrain_config
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def root(tmp_path):
 
 
 def _config(root, **overrides):
-    return tiny_config({"data.root": root, **overrides})
+    return tiny_pretrain_config({"data.root": root, **overrides})
 
 
 def test_tiny_config_is_valid(root):
