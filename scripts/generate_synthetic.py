@@ -3,6 +3,7 @@
 python scripts/generate_synthetic.py --out data/synthetic/casme2 --layout casme2
 python scripts/generate_synthetic.py --out data/synthetic/dfew --layout dfew --size 224 --workers 8
 python scripts/generate_synthetic.py --calibrate --micro_intensity 2   # proxy UF1 only, writes nothing
+The layouts, flags, knobs and determinism: ma2mi_jax/data/synthetic/README.md.
 """
 
 import dataclasses

@@ -3,6 +3,8 @@
     python scripts/generate_synthetic.py --out data/synthetic/casme2 --layout casme2
     python scripts/generate_synthetic.py --out data/synthetic/dfew --layout dfew
 
+The layouts, flags, knobs, determinism and who uses the generator: README.md next to this file.
+
 Clips are planned (`planning`), faces drawn per person (`faces`), moved by facial action units
 (`action_units`: smooth displacement fields anchored to landmarks, onset -> apex -> offset
 envelope, cv2.remap warping) and rendered with head motion, light and noise (`rendering`), then
