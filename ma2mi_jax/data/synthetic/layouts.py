@@ -2,7 +2,7 @@
 
 One `Profile` per layout holds what the real release has (class counts, subject ids, emotion
 spellings, clip naming, frame numbering); the writers put annotation sheets (.xlsx through
-openpyxl, made byte-reproducible) and split CSVs exactly where /work/shared/datasets.md says the
+openpyxl, made byte-reproducible) and split CSVs exactly where docs/datasets.md says the
 releases put them, and `frame_relpath` names every frame file.
 
 Layouts (paths relative to the generator's `--out`, which is the reader's root):
@@ -36,7 +36,7 @@ _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 _CORE_TIME = "2020-01-01T00:00:00Z"
 
 DFEW_LABELS = {"happy": 1, "sad": 2, "neutral": 3, "angry": 4, "surprise": 5, "disgust": 6, "fear": 7}
-# DFEW emotion -> AU table name (synthetic_aus.EMOTION_AUS).
+# DFEW emotion -> AU table name (action_units.EMOTION_AUS).
 DFEW_TO_AU_EMOTION = {
     "happy": "happiness",
     "sad": "sadness",
