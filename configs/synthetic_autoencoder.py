@@ -1,7 +1,7 @@
 """A domain VAE for the synthetic macro-expression set (DFEW layout), the quick start's first training stage.
 
 Generate the data, then run:
-  python -m ma2mi_jax.data.synthetic.generator --out data/synthetic/dfew --layout dfew
+  python scripts/generate_synthetic.py --out data/synthetic/dfew --layout dfew
   python scripts/train_autoencoder.py --config configs/synthetic_autoencoder.py
   python scripts/pretrain.py --config configs/synthetic_pretrain.py --config.vae.path=workdirs/vae_synthetic
 Smoke test:  python scripts/train_autoencoder.py --config configs/synthetic_autoencoder.py:tiny

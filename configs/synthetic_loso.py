@@ -1,7 +1,7 @@
 """LOSO fine-tuning on the synthetic CASME II-layout micro-expression set, the quick start's second stage.
 
 Generate the data, then run:
-  python -m ma2mi_jax.data.synthetic.generator --out data/synthetic/casme2 --layout casme2
+  python scripts/generate_synthetic.py --out data/synthetic/casme2 --layout casme2
   python scripts/loso.py --config configs/synthetic_loso.py --config.init=workdirs/pretrain_synthetic
 Smoke test:  python scripts/loso.py --config configs/synthetic_loso.py:tiny
 """

@@ -1,7 +1,7 @@
 """MA2MI pre-training on the synthetic macro-expression set (DFEW layout), the quick start's first stage.
 
 Generate the data, train the domain autoencoder, then run:
-  python -m ma2mi_jax.data.synthetic.generator --out data/synthetic/dfew --layout dfew
+  python scripts/generate_synthetic.py --out data/synthetic/dfew --layout dfew
   python scripts/train_autoencoder.py --config configs/synthetic_autoencoder.py
   python scripts/pretrain.py --config configs/synthetic_pretrain.py
 Smoke test:  python scripts/pretrain.py --config configs/synthetic_pretrain.py:tiny

@@ -6,7 +6,7 @@ optimisations; the optimised HLO, its operations and fusions, is the same text a
 level 3), set here for every worker and subprocess unless XLA_FLAGS already chooses a level. The
 float32 gradient-accuracy tests compile their programs at the default level (`test_gradients.py`),
 and so do the pre-training subprocesses and the multi-process jobs compared with one device
-(`pretrain_fixture.default_level_flags`): their bounds were measured there
+(`tests.helpers.pretrain.default_level_flags`): their bounds were measured there
 (docs/decisions.md#xla-optimisation-level-in-tests).
 """
 
@@ -18,9 +18,9 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):  # b
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
-from finetune_fixture import write_casme2  # noqa: E402
 
 from ma2mi_jax.cpu import allocator  # noqa: E402
+from tests.helpers.finetune import write_casme2  # noqa: E402
 
 allocator.tune_allocator()  # as the scripts run (cli.run; docs/decisions.md#host-allocator-setting)
 

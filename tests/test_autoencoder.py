@@ -6,11 +6,12 @@ import os
 import jax
 import numpy as np
 import pytest
-from pretrain_fixture import REPO, config_file, make_dfew
 
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.models import vae as vae_lib
 from ma2mi_jax.train import autoencoder
+from tests.helpers.configs import REPO, config_file
+from tests.helpers.pretrain import make_dfew
 
 
 def _config(root: str):

@@ -11,9 +11,10 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from pretrain_fixture import make_dfew, tiny_config
 
 from ma2mi_jax import checkpoints
+from tests.helpers.configs import tiny_pretrain_config
+from tests.helpers.pretrain import make_dfew
 
 
 def _state(seed: int = 0, step: int = 3) -> dict:
@@ -189,7 +190,7 @@ def test_merge_pretrained_takes_matching_parts_only():
 
 
 def test_save_config_round_trips(tmp_path):
-    config = tiny_config({"data.root": str(tmp_path)})
+    config = tiny_pretrain_config({"data.root": str(tmp_path)})
     path = checkpoints.save_config(str(tmp_path / "run"), config)
     with open(path) as f:
         loaded = ml_collections.ConfigDict(json.load(f))
@@ -203,7 +204,7 @@ def test_grain_iterator_position_survives_a_checkpoint(tmp_path):
     from ma2mi_jax.data import pretrain_pipeline as pipeline
     from ma2mi_jax.data.readers import registry as readers
 
-    config = tiny_config({"data.root": make_dfew(str(tmp_path / "dfew"))})
+    config = tiny_pretrain_config({"data.root": make_dfew(str(tmp_path / "dfew"))})
     clips, _ = readers.read_macro(config.data)
 
     def iterator():

@@ -116,12 +116,11 @@ def test_one_transform_per_pair_and_the_same_bits_under_vmap():
 
 
 def test_config_ranges_are_checked_with_the_keys_named():
-    from finetune_fixture import tiny_config
-
     from ma2mi_jax.errors import ConfigError
     from ma2mi_jax.train.finetune.checks import validate_finetune_config
+    from tests.helpers.configs import tiny_finetune_config
 
-    config = tiny_config("unused", "unused")
+    config = tiny_finetune_config("unused", "unused")
     config.data.augment.crop_pad = config.data.image_size
     config.data.augment.rotation_deg = -1.0
     both = r"invalid config:\n.*rotation_deg.*\n.*smaller than data\.image_size"

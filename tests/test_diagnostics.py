@@ -4,19 +4,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from pretrain_fixture import make_dfew, tiny_config
 
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.train.pretrain import diagnostics
 from ma2mi_jax.train.pretrain import state as state_lib
 from ma2mi_jax.train.pretrain import step as pretrain_step
+from tests.helpers.configs import tiny_pretrain_config
+from tests.helpers.pretrain import make_dfew
 
 B, SIZE = 4, 32
 
 
 def _models(residual: bool):
-    config = tiny_config({"space": "pixel", "model.dit": "T/4", "model.dit_residual": residual})
+    config = tiny_pretrain_config({"space": "pixel", "model.dit": "T/4", "model.dit_residual": residual})
     models = state_lib.build_models(config)
     params, stats = state_lib.init_variables(models, pretrain_step.init_key(0))
     return models, params, stats
@@ -82,7 +83,7 @@ def test_a_registered_target_leaves_head_motion_nothing_to_predict():
     makes the copy baseline a fraction of the unregistered one's (measured 0.0054 against 0.093)."""
     batch = _moved_batch()
     values = {"model.register_iterations": 8, "model.register_target": True}
-    models = state_lib.build_models(tiny_config({"space": "pixel", "model.dit": "T/4", **values}))
+    models = state_lib.build_models(tiny_pretrain_config({"space": "pixel", "model.dit": "T/4", **values}))
     params, stats = state_lib.init_variables(models, pretrain_step.init_key(0))
     out = _mean(diagnostics.make_eval_fn(models)(params, stats, {}, batch))
     frame0, frame1 = (pretrain_step.to_unit_range(batch[k]) for k in ("frame0", "frame1"))
@@ -96,14 +97,14 @@ def test_a_registered_target_is_what_the_vae_encodes():
 
     batch = _moved_batch()
     values = {"model.register_iterations": 8, "model.register_target": True}
-    config = tiny_config({"space": "latent", **values})
+    config = tiny_pretrain_config({"space": "latent", **values})
     vae = vae_lib.vae_from_config(config.vae, SIZE, seed=0)
     models = state_lib.build_models(config, 0, vae)
     registered = (batch["frame0"], batch["frame0"][::-1])  # stands in for MIACNet's output
     z0, z1 = pretrain_step.targets(models, vae, vae.params, batch, {"registered": registered})
     np.testing.assert_array_equal(z0, vae.encode(vae.params, batch["frame0"]))
     np.testing.assert_array_equal(z1, vae.encode(vae.params, batch["frame0"][::-1]))
-    unregistered = state_lib.build_models(tiny_config({"space": "latent"}), 0, vae)
+    unregistered = state_lib.build_models(tiny_pretrain_config({"space": "latent"}), 0, vae)
     _, z1_raw = pretrain_step.targets(unregistered, vae, vae.params, batch, {})
     np.testing.assert_array_equal(z1_raw, vae.encode(vae.params, batch["frame1"]))
 
@@ -151,7 +152,7 @@ def test_evaluation_pairs_are_the_same_every_time(clips):
 
 
 def test_maer_reports_cross_entropy_and_accuracy_at_known_values():
-    config = tiny_config({"objective": "supervised"})
+    config = tiny_pretrain_config({"objective": "supervised"})
     models = state_lib.build_models(config, num_classes=7)
     params, stats = state_lib.init_variables(models, pretrain_step.init_key(0))  # zero head: uniform logits
     batch = {**_batch(), "label": np.array([0, 3, 0, 6], np.int32)}
@@ -163,7 +164,7 @@ def test_maer_reports_cross_entropy_and_accuracy_at_known_values():
 
 
 def test_shuffling_the_condition_shuffles_the_map_it_keeps():
-    config = tiny_config({"space": "pixel", "model.dit": "T/4", "model.dit_condition_map": True})
+    config = tiny_pretrain_config({"space": "pixel", "model.dit": "T/4", "model.dit_condition_map": True})
     models = state_lib.build_models(config)
     params, stats = state_lib.init_variables(models, pretrain_step.init_key(0))
     rng = np.random.default_rng(3)

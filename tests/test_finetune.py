@@ -13,13 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import fixed_data, fold_runner, tiny_config
-from pretrain_fixture import default_level_flags, free_port
 
 from ma2mi_jax import checkpoints
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.train import finetune
 from ma2mi_jax.train.finetune import fold_execution, fold_step, inputs, starting_point
+from tests.helpers.configs import tiny_finetune_config
+from tests.helpers.finetune import fixed_data, fold_runner
+from tests.helpers.pretrain import default_level_flags, free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every run of this file: 3 epochs, evaluation and a checkpoint after each.
@@ -35,7 +36,7 @@ RUN = {
 
 
 def _run(data_root, workdir, **overrides):
-    config = tiny_config(data_root, str(workdir), **{**RUN, **overrides})
+    config = tiny_finetune_config(data_root, str(workdir), **{**RUN, **overrides})
     return finetune.run_cross_validation(config, str(workdir))
 
 
@@ -96,7 +97,7 @@ def test_vmapped_and_sequential_agree(vmapped, data_root, tmp_path):
 
 def test_held_out_subject_never_in_training_batches(data_root):
     """Every fold's index stream draws only its training subjects, covers them, and gathers their labels."""
-    config = tiny_config(data_root, "unused", **RUN)
+    config = tiny_finetune_config(data_root, "unused", **RUN)
     samples, pairs = finetune.read_data(config)
     specs = finetune.fold_specs_from_protocol(config, samples)
     groups = finetune.make_groups(specs, 0, config.train.batch_size, None)
@@ -136,7 +137,7 @@ def test_killed_run_resumes_to_the_same_results(vmapped, data_root, tmp_path, co
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
     cmd = [
-        sys.executable, os.path.join(REPO, "tests", "finetune_fixture.py"), data_root, str(workdir),
+        sys.executable, "-m", "tests.helpers.finetune", data_root, str(workdir),
         json.dumps(RUN), "2",
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -175,7 +176,7 @@ def test_two_processes_of_two_devices_give_the_one_device_results(vmapped, data_
     }
     overrides = {**RUN, "finetune.folds_per_step": 3}
     cmd = [
-        sys.executable, os.path.join(REPO, "tests", "finetune_fixture.py"), data_root, str(workdir),
+        sys.executable, "-m", "tests.helpers.finetune", data_root, str(workdir),
         json.dumps(overrides), "0",
     ]  # fmt: skip
     launch = lambda i: subprocess.Popen(
@@ -206,7 +207,7 @@ def test_resume_with_another_plan_is_refused(vmapped, data_root):
 
 
 def test_class_list_that_does_not_match_the_data(data_root, tmp_path):
-    config = tiny_config(data_root, str(tmp_path), **RUN)
+    config = tiny_finetune_config(data_root, str(tmp_path), **RUN)
     config.data.class_names = (*config.data.class_names, "fear")
     with pytest.raises(DataError, match="fear"):
         finetune.run_cross_validation(config, str(tmp_path))
@@ -221,7 +222,7 @@ def test_checkpoint_of_another_size_lists_keys_and_config_keys():
         x = jnp.zeros((1, 32, 32, 3), jnp.uint8)
         return jax.eval_shape(lambda: model.init(jax.random.key(0), x, x, train=False))
 
-    config = tiny_config("unused", "unused")
+    config = tiny_finetune_config("unused", "unused")
     small, wide = shapes(8), shapes(16)
     with pytest.raises(ValueError, match=r"model.resnet_width=16") as err:
         checkpoints.graft(
@@ -243,7 +244,7 @@ def test_checkpoint_of_another_size_lists_keys_and_config_keys():
 
 
 def test_imagenet_init_needs_width_64(data_root, tmp_path):
-    config = tiny_config(data_root, str(tmp_path))
+    config = tiny_finetune_config(data_root, str(tmp_path))
     config.init = "imagenet:/nonexistent/resnet18.pth"
     model = finetune.build_classifier(config)
     with pytest.raises(ValueError, match="resnet_width=64"):
@@ -252,7 +253,7 @@ def test_imagenet_init_needs_width_64(data_root, tmp_path):
 
 def test_random_init_is_one_program_for_every_seed_and_equal_module(compile_cache):
     """Seeds and equal classifiers share one compiled init; its values are model.init's, bit for bit."""
-    config = tiny_config("unused", "unused")
+    config = tiny_finetune_config("unused", "unused")
     size = int(config.data.image_size)
     before = starting_point.random_variables._cache_size()
     a = starting_point.random_variables(finetune.build_classifier(config), size, jax.random.key(0))
@@ -270,7 +271,7 @@ def test_frozen_encoders_keep_weights_and_batch_statistics(compile_cache):
     """freeze_position: position encoder params and BN statistics unchanged; the rest trains."""
     from ma2mi_jax.train import optim
 
-    config = tiny_config("unused", "unused")
+    config = tiny_finetune_config("unused", "unused")
     config.finetune.freeze_position = True
     model = finetune.build_classifier(config)
     data, batch, _ = fixed_data(2, seed=0)  # fold 0 trains on samples 0-3, fold 1 on 4-7
@@ -322,7 +323,7 @@ def test_head_only_epochs_hold_the_encoders_then_release_them(compile_cache):
     """head_only_epochs: encoder params unchanged for the held steps, the head trains; then both move."""
     from ma2mi_jax.train import optim
 
-    config = tiny_config("unused", "unused")
+    config = tiny_finetune_config("unused", "unused")
     model = finetune.build_classifier(config)
     data, batch, _ = fixed_data(2, seed=0)
     variables, _ = finetune.initial_variables(config, model)
@@ -354,7 +355,7 @@ def test_head_only_epochs_hold_the_encoders_then_release_them(compile_cache):
 def test_frozen_batchnorm_is_inference_mode(compile_cache):
     """With every encoder frozen, a training-mode forward equals the inference forward."""
 
-    config = tiny_config("unused", "unused")
+    config = tiny_finetune_config("unused", "unused")
     model = finetune.build_classifier(config)
     rng = np.random.default_rng(1)
     x0 = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
@@ -378,7 +379,7 @@ def test_folds_stepped_from_several_threads_give_the_same_bits(compile_cache):
     """Sequential mode with 3 host threads = one thread, bit for bit (each fold's steps stay in order)."""
     from ma2mi_jax.train import optim
 
-    config = tiny_config("unused", "unused")
+    config = tiny_finetune_config("unused", "unused")
     model = finetune.build_classifier(config)
     variables, _ = finetune.initial_variables(config, model)
     tx = optim.make_optimizer(config.train, 10)

@@ -14,14 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import fixed_data, fold_runner, tiny_config
-from pretrain_fixture import tiny_config as pretrain_tiny_config
 
 from ma2mi_jax import checkpoints, losses
 from ma2mi_jax.errors import InitError
 from ma2mi_jax.train import finetune, optim
 from ma2mi_jax.train.finetune import aux_rec, fold_step
 from ma2mi_jax.train.pretrain import state as state_lib
+from tests.helpers.configs import tiny_finetune_config, tiny_pretrain_config
+from tests.helpers.finetune import fixed_data, fold_runner
 
 AUX = 0.5  # finetune.aux_rec_weight of the runs
 
@@ -31,7 +31,7 @@ def _write_pretraining_workdir(workdir: str, overrides: dict, miacnet: dict) -> 
 
     Its DiT has every weight off its initial value (zero-initialised layers included), as if trained.
     """
-    config = pretrain_tiny_config({"data.root": "unused", **overrides})
+    config = tiny_pretrain_config({"data.root": "unused", **overrides})
     models = state_lib.build_models(config)  # latent grid from config.vae (no VAE needed here)
     z = jnp.zeros((1, models.grid, models.grid, models.channels), jnp.float32)  # [1,h,w,ch]
     c = jnp.zeros((1, models.miacnet.features), jnp.float32)  # [1,C]
@@ -56,7 +56,7 @@ def _write_pretraining_workdir(workdir: str, overrides: dict, miacnet: dict) -> 
 @pytest.fixture(scope="module")
 def classifier_variables(data_root, compile_cache):
     """The tiny classifier's random variables (the same compiled initialisation as the runs')."""
-    config = tiny_config(data_root, "unused")
+    config = tiny_finetune_config(data_root, "unused")
     return finetune.initial_variables(config, finetune.build_classifier(config))[0]
 
 
@@ -71,7 +71,7 @@ def pretrained(tmp_path_factory, classifier_variables):
 def aux_run(tmp_path_factory, data_root, pretrained):
     """One epoch of LOSO (4 folds vmapped) with finetune.aux_rec_weight=AUX from the pre-training workdir."""
     workdir = tmp_path_factory.mktemp("aux_run")
-    config = tiny_config(
+    config = tiny_finetune_config(
         data_root,
         str(workdir),
         **{"init": pretrained[0], "finetune.aux_rec_weight": AUX, "train.epochs": 1},
@@ -109,7 +109,7 @@ def test_run_trains_dit_per_fold_and_exports_classifier_only(aux_run, pretrained
 
 
 def test_scratch_init_is_refused_naming_the_key(data_root, tmp_path):
-    config = tiny_config(data_root, str(tmp_path), **{"finetune.aux_rec_weight": 1.0})
+    config = tiny_finetune_config(data_root, str(tmp_path), **{"finetune.aux_rec_weight": 1.0})
     with pytest.raises(ValueError, match=r"finetune\.aux_rec_weight.*config\.init"):
         finetune.run_cross_validation(config, str(tmp_path))
     assert not (tmp_path / "plan.json").exists()  # refused before anything was written
@@ -215,8 +215,10 @@ def test_pixel_space_pretraining_uses_pixels_and_checks_the_dit_variant(
     params = _write_pretraining_workdir(pre, {"space": "pixel", "model.dit": "T/4"}, classifier_variables)
     overrides = {"init": pre, "finetune.aux_rec_weight": AUX}
     with pytest.raises(ValueError, match=r"model\.dit='T/4'.*space='pixel'"):
-        aux_rec.aux_reconstruction(tiny_config(data_root, "unused", **overrides))  # tiny: model.dit='T/2'
-    aux = aux_rec.aux_reconstruction(tiny_config(data_root, "unused", **overrides, **{"model.dit": "T/4"}))
+        config = tiny_finetune_config(data_root, "unused", **overrides)  # tiny: model.dit='T/2'
+        aux_rec.aux_reconstruction(config)
+    config = tiny_finetune_config(data_root, "unused", **overrides, **{"model.dit": "T/4"})
+    aux = aux_rec.aux_reconstruction(config)
     assert aux.vae is None and aux.space == "pixel" and aux.frozen_inputs() == {}
     jax.tree.map(np.testing.assert_array_equal, aux.dit_params, params["dit"])
     batch = jax.tree.map(lambda x: x[0], fixed_data(1, seed=9)[2])
@@ -239,7 +241,7 @@ def test_a_dit_that_reads_the_fused_map_is_refused_naming_the_keys(tmp_path, dat
     """Fine-tuning passes c only, so a DiT pre-trained with model.dit_condition_map cannot serve L_rec."""
     pre = str(tmp_path / "map_pretrain")
     _write_pretraining_workdir(pre, {"model.dit_condition_map": True}, classifier_variables)
-    config = tiny_config(data_root, "unused", **{"init": pre, "finetune.aux_rec_weight": AUX})
+    config = tiny_finetune_config(data_root, "unused", **{"init": pre, "finetune.aux_rec_weight": AUX})
     with pytest.raises(InitError, match=r"dit_condition_map=True.*finetune\.aux_rec_weight=0"):
         aux_rec.aux_reconstruction(config)
 
@@ -248,7 +250,7 @@ def test_init_line_says_when_pre_training_registered_its_pairs_otherwise(data_ro
     """The pre-training run registered nothing (register_iterations 0): silent at 0, named at 8."""
     from ma2mi_jax.train.finetune import starting_point
 
-    config = tiny_config(data_root, "unused", init=pretrained[0])
+    config = tiny_finetune_config(data_root, "unused", init=pretrained[0])
     assert starting_point.registration_note(config, pretrained[0]) == ""
     with config.unlocked():
         config.model.register_iterations = 8

@@ -16,7 +16,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from pretrain_fixture import config_file
 
 from ma2mi_jax import losses
 from ma2mi_jax.models import miacnet
@@ -24,6 +23,7 @@ from ma2mi_jax.models import vae as vae_lib
 from ma2mi_jax.train.finetune import fold_step
 from ma2mi_jax.train.pretrain import state
 from ma2mi_jax.train.pretrain import step as pretrain_step
+from tests.helpers.configs import config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ||g32 - g64|| / ||g64|| per leaf: float32 rounding (2^-24 ~ 6e-8) grown through ~40 layers and

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from finetune_fixture import fixed_data, fold_runner, tiny_config
 from sklearn.linear_model import LogisticRegression
 
 from ma2mi_jax.train import finetune, optim
 from ma2mi_jax.train.finetune import fold_step, head_init
 from ma2mi_jax.train.finetune.group_loop import GroupTrainer
+from tests.helpers.configs import tiny_finetune_config
+from tests.helpers.finetune import fixed_data, fold_runner
 
 
 def _fit(x, y):
@@ -48,7 +49,7 @@ def test_a_class_missing_from_training_gets_zero_weights_and_the_lowest_bias():
 
 def test_every_fold_starts_at_its_own_probe(compile_cache):
     """probe_heads fits each fold on its training pairs; initial_state puts fold f's head in fold f."""
-    config = tiny_config("unused", "unused", **{"finetune.head_init": "probe"})
+    config = tiny_finetune_config("unused", "unused", **{"finetune.head_init": "probe"})
     model = finetune.build_classifier(config)
     data, _, _ = fixed_data(2, batch=8, seed=0)
     variables, _ = finetune.initial_variables(config, model)
@@ -83,7 +84,7 @@ def test_a_resumed_group_restores_its_heads_without_fitting_them_again(tmp_path,
     """A fresh start fits the probe heads once; resuming from a checkpoint restores them, no new fit."""
     from ma2mi_jax.train.finetune import group_loop, plan, workdir_files
 
-    config = tiny_config("unused", "unused")
+    config = tiny_finetune_config("unused", "unused")
     model = finetune.build_classifier(config)
     data, _, _ = fixed_data(2, batch=8, seed=0)
     variables, _ = finetune.initial_variables(config, model)
@@ -119,4 +120,4 @@ def test_unknown_head_init_names_its_key():
     from ma2mi_jax.train.finetune.checks import validate_finetune_config
 
     with pytest.raises(ConfigError, match=r"finetune\.head_init must be one of \['zero', 'probe'\]"):
-        validate_finetune_config(tiny_config("unused", "unused", **{"finetune.head_init": "lp"}))
+        validate_finetune_config(tiny_finetune_config("unused", "unused", **{"finetune.head_init": "lp"}))

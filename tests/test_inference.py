@@ -10,10 +10,11 @@ import sys
 import jax
 import numpy as np
 import pytest
-from finetune_fixture import tiny_config, write_casme2
 
 from ma2mi_jax.serving import classifier, gradcam
 from ma2mi_jax.train import finetune
+from tests.helpers.configs import tiny_finetune_config
+from tests.helpers.finetune import write_casme2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = {"train.epochs": 1, "finetune.folds_per_step": 1, "finetune.final_model": True}
@@ -24,7 +25,7 @@ def trained(tmp_path_factory, compile_cache):
     """A finished LOSO run (4 folds, one at a time) plus the model trained on every subject."""
     root = write_casme2(str(tmp_path_factory.mktemp("casme2")))
     workdir = tmp_path_factory.mktemp("run")
-    config = tiny_config(root, str(workdir), **RUN)
+    config = tiny_finetune_config(root, str(workdir), **RUN)
     finetune.run_cross_validation(config, str(workdir))
     return root, workdir, config
 
@@ -108,7 +109,7 @@ def test_load_rejects_non_exports_and_mismatching_architecture(trained, tmp_path
 def test_fine_tuning_can_start_from_an_export(trained, tmp_path):
     root, workdir, config = trained
     (path,) = finetune.export_from_workdir(workdir, tmp_path / "e", fold="all")
-    config = tiny_config(root, str(tmp_path / "w"), **RUN)
+    config = tiny_finetune_config(root, str(tmp_path / "w"), **RUN)
     config.init = str(path)
     model = finetune.build_classifier(config)
     variables, line = finetune.initial_variables(config, model)

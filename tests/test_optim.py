@@ -75,15 +75,15 @@ def test_no_hold_steps_is_plain_adamw():
 @pytest.mark.parametrize("epochs", [-1, 3])
 def test_head_only_epochs_out_of_range_names_its_key(epochs):
     """finetune.head_only_epochs must leave at least one epoch that trains the encoders."""
-    from finetune_fixture import tiny_config
-
     from ma2mi_jax.errors import ConfigError
     from ma2mi_jax.train.finetune.checks import validate_finetune_config
+    from tests.helpers.configs import tiny_finetune_config
 
-    config = tiny_config("unused", "unused", **{"train.epochs": 3, "finetune.head_only_epochs": epochs})
+    overrides = {"train.epochs": 3, "finetune.head_only_epochs": epochs}
+    config = tiny_finetune_config("unused", "unused", **overrides)
     with pytest.raises(
         ConfigError, match=r"finetune\.head_only_epochs must be >= 0 and below train\.epochs \(3\)"
     ):
         validate_finetune_config(config)
-    config = tiny_config("unused", "unused", **{"train.epochs": 3, "finetune.head_only_epochs": 2})
+    config = tiny_finetune_config("unused", "unused", **{"train.epochs": 3, "finetune.head_only_epochs": 2})
     validate_finetune_config(config)

@@ -10,11 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from pretrain_fixture import make_dfew, run_processes, run_subprocess, tiny_config
 
 from ma2mi_jax import checkpoints
 from ma2mi_jax.train.pretrain import state as state_lib
 from ma2mi_jax.train.pretrain import step as pretrain_step
+from tests.helpers.configs import tiny_pretrain_config
+from tests.helpers.pretrain import make_dfew, run_processes, run_subprocess
 
 # The run every end-to-end test compares with: 6 steps, checkpoints at 2, 4, 6, pictures at 3 and 6.
 RUN = {
@@ -109,7 +110,7 @@ def _setup(config):
 
 def test_steps_lower_the_loss_on_a_fixed_batch(data_root):
     """Overfit check (pixel space, the cheapest variant to compile): L_rec falls on one repeated batch."""
-    config = tiny_config(
+    config = tiny_pretrain_config(
         {
             "data.root": data_root,
             "space": "pixel",
@@ -147,8 +148,8 @@ def test_losses_reach_only_their_branches(data_root):
     no gradient (test_vae's test_encode_passes_no_gradient), and its parameters are no part of
     the trained state (test_variants_trace_with_the_right_terms)."""
     pixel = {"data.root": data_root, "space": "pixel", "model.dit": "T/4"}
-    config = tiny_config(pixel)
-    joint = tiny_config({**pixel, "model.stop_position_grad": False})
+    config = tiny_pretrain_config(pixel)
+    joint = tiny_pretrain_config({**pixel, "model.stop_position_grad": False})
     _, models, params, stats = _setup(config)
     models_j = state_lib.build_models(joint, 7, None)  # the same parameters: no init of its own
     assert set(params) == {"miacnet", "dit"}
@@ -187,7 +188,7 @@ def test_losses_reach_only_their_branches(data_root):
 
     # L_rec alone (position loss off): the optimiser leaves the position encoder's parameters as they
     # are (no gradient and no weight decay) while it moves the rest.
-    alone = tiny_config({**pixel, "position_loss.enabled": False})
+    alone = tiny_pretrain_config({**pixel, "position_loss.enabled": False})
     tx = state_lib.pretrain_optimizer(alone, 4)
     updates, _ = tx.update(g["rec"], tx.init(params), params)
     new = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
@@ -217,7 +218,7 @@ def test_losses_reach_only_their_branches(data_root):
 )
 def test_variants_trace_with_the_right_terms(data_root, overrides):
     """Every variant's step traces (no compile) and reports the terms it should."""
-    config = tiny_config({"data.root": data_root, **overrides})
+    config = tiny_pretrain_config({"data.root": data_root, **overrides})
     vae = None
     if config.space == "latent" and config.objective == "reconstruction":
         from ma2mi_jax.models import vae as vae_lib
@@ -324,7 +325,7 @@ def test_two_processes_of_two_devices_agree_with_one_device(unbroken, tmp_path, 
     assert got["step"] == ref["step"] == RUN["train.steps"]
     a = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(ref["params"])])
     b = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(got["params"])])
-    assert np.max(np.abs(a - b)) <= 2 * tiny_config(overrides).train.lr * RUN["train.steps"]
+    assert np.max(np.abs(a - b)) <= 2 * tiny_pretrain_config(overrides).train.lr * RUN["train.steps"]
     assert np.mean(np.abs(a - b) > 1e-5 + 1e-3 * np.abs(a)) < 0.01
     # Running statistics average activations of those parameters: at most 4.4e-6 apart (measured,
     # AMD EPYC 2-core). A per-process BatchNorm would average each process's half batch instead,

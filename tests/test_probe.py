@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from finetune_fixture import tiny_config
 
 from ma2mi_jax.evaluation import probe, probe_fit
 from ma2mi_jax.models import miacnet as miacnet_lib
+from tests.helpers.configs import tiny_finetune_config
 
 K = 5
 
@@ -86,7 +86,7 @@ def test_features_are_c_c_with_the_pooled_action_map_or_the_map(miacnet_and_pair
 
 
 def test_probe_run_writes_probe_json_with_seeds(data_root, tmp_path, compile_cache):
-    config = tiny_config(data_root, str(tmp_path / "unused"))  # LOSO over 4 subjects, scratch
+    config = tiny_finetune_config(data_root, str(tmp_path / "unused"))  # LOSO over 4 subjects, scratch
     out = probe.run_probe(config, str(tmp_path / "probe"), seeds=[0, 1])
     with open(tmp_path / "probe" / probe.FILENAME) as f:
         saved = json.load(f)
@@ -101,7 +101,7 @@ def test_probe_run_writes_probe_json_with_seeds(data_root, tmp_path, compile_cac
 
 
 def test_probe_output_is_config_workdir_when_given_else_beside_the_init(data_root, tmp_path):
-    config = tiny_config(data_root, str(tmp_path / "given"))
+    config = tiny_finetune_config(data_root, str(tmp_path / "given"))
     assert probe.output_dir(config, workdir_given=True) == str(tmp_path / "given")
     with config.unlocked():
         config.init = str(tmp_path / "pretrain")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-import fixtures_data as fx
 import pytest
 
 from ma2mi_jax import configlib
 from ma2mi_jax.data.readers import afew, dfew, ferv39k, macro_folders
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError
+from tests.helpers import release_layouts as fx
 
 DFEW = configlib.DFEW_CLASSES
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 
-import fixtures_data as fx
 import pytest
 
 from ma2mi_jax import configlib
 from ma2mi_jax.data.readers import casme2, mmew, samm
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError
+from tests.helpers import release_layouts as fx
 
 C = fx.MicroClip
 CASME2 = configlib.CASME2_CLASSES

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-import fixtures_data as fx
 import openpyxl
 import pytest
 
 from ma2mi_jax.data.media import decode, frames
 from ma2mi_jax.data.readers import sheets
 from ma2mi_jax.data.records import DataError
+from tests.helpers import release_layouts as fx
 
 
 @pytest.mark.parametrize(

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import importlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from ma2mi_jax import configlib
-from ma2mi_jax.data.synthetic import action_units, faces, layouts
-from ma2mi_jax.data.synthetic import generator as synthetic
-from ma2mi_jax.data.synthetic.generator import Knobs
+from ma2mi_jax import cli, configlib, errors
+from ma2mi_jax.data.synthetic import action_units, faces, generator, layouts, planning, rendering
+from ma2mi_jax.data.synthetic.knobs import Knobs
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
 SCALE = 0.1
 # The releases' counts (datasets.md), independent of the generator's own tables.
@@ -44,7 +47,7 @@ def generated(tmp_path_factory):
     out = {}
     for layout in ("casme2", "samm", "mmew", "dfew"):
         root = str(base / layout)
-        specs = synthetic.generate(layout, root, size=SIZE, seed=0, clips_scale=SCALE, progress=False)
+        specs = generator.generate(layout, root, size=SIZE, seed=0, clips_scale=SCALE, progress=False)
         out[layout] = (root, specs)
     return out
 
@@ -52,12 +55,12 @@ def generated(tmp_path_factory):
 def test_same_seed_same_bytes_other_seed_differs(generated, tmp_path):
     root, _ = generated["casme2"]
     again = str(tmp_path / "again")
-    synthetic.generate("casme2", again, size=SIZE, seed=0, clips_scale=SCALE, progress=False)
+    generator.generate("casme2", again, size=SIZE, seed=0, clips_scale=SCALE, progress=False)
     first, second = _hashes(root), _hashes(again)
     assert first == second
     assert "CASME2-coding-20190701.xlsx" in first and sum(k.endswith(".jpg") for k in first) > 100
     other = str(tmp_path / "other")
-    synthetic.generate("casme2", other, size=SIZE, seed=1, clips_scale=SCALE, progress=False)
+    generator.generate("casme2", other, size=SIZE, seed=1, clips_scale=SCALE, progress=False)
     third = _hashes(other)
     assert third["CASME2-coding-20190701.xlsx"] != first["CASME2-coding-20190701.xlsx"]
     common = sorted(set(first) & set(third) - {"CASME2-coding-20190701.xlsx"})
@@ -67,7 +70,7 @@ def test_same_seed_same_bytes_other_seed_differs(generated, tmp_path):
 def test_worker_count_does_not_change_the_output(generated, tmp_path):
     root, _ = generated["samm"]
     pooled = str(tmp_path / "pooled")
-    synthetic.generate("samm", pooled, size=SIZE, seed=0, clips_scale=SCALE, progress=False, workers=2)
+    generator.generate("samm", pooled, size=SIZE, seed=0, clips_scale=SCALE, progress=False, workers=2)
     assert _hashes(root) == _hashes(pooled)
 
 
@@ -151,22 +154,22 @@ def _region_energy(field: np.ndarray, centre: np.ndarray, radius: float) -> floa
 
 def test_micro_displacement_is_about_a_pixel_and_macro_is_larger():
     size = 64
-    micro = synthetic.plan("casme2", seed=0, clips_scale=0.2)
-    macro = synthetic.plan("dfew", seed=0, clips_scale=0.1)
-    micro_peak = [np.linalg.norm(synthetic.apex_field(s, size), axis=-1).max() for s in micro]
+    micro = planning.plan("casme2", seed=0, clips_scale=0.2)
+    macro = planning.plan("dfew", seed=0, clips_scale=0.1)
+    micro_peak = [np.linalg.norm(rendering.apex_field(s, size), axis=-1).max() for s in micro]
     macro_peak = [
-        np.linalg.norm(synthetic.apex_field(s, size), axis=-1).max() for s in macro if s.emotion != "neutral"
+        np.linalg.norm(rendering.apex_field(s, size), axis=-1).max() for s in macro if s.emotion != "neutral"
     ]
     assert 0.5 < np.median(micro_peak) < 2.0 and max(micro_peak) < 3.5
     assert np.median(macro_peak) > 3 * np.median(micro_peak)
     # Fields scale with the image size: the same clip at 128 px moves twice as far.
     s = micro[0]
-    ratio = np.abs(synthetic.apex_field(s, 128)).max() / np.abs(synthetic.apex_field(s, 64)).max()
+    ratio = np.abs(rendering.apex_field(s, 128)).max() / np.abs(rendering.apex_field(s, 64)).max()
     assert ratio == pytest.approx(2.0, rel=0.05)
 
 
 def _mouth_and_brow(spec, size):
-    idn = synthetic._identity(
+    idn = rendering._identity(
         spec.seed[0], layouts.PROFILES[spec.layout].identity_space, spec.subject
     )
     m = faces.landmarks(idn, size)
@@ -180,19 +183,19 @@ def _mouth_and_brow(spec, size):
 def test_micro_motion_is_where_its_aus_are(emotion, where):
     size = 64
     specs = [
-        s for s in synthetic.plan("casme2", seed=0, clips_scale=0.3, knobs=QUIET) if s.emotion == emotion
+        s for s in planning.plan("casme2", seed=0, clips_scale=0.3, knobs=QUIET) if s.emotion == emotion
     ]
     if where == "brows":  # surprise with a dropped jaw (1+2+25+26) legitimately moves the mouth too
         specs = [s for s in specs if not {"25", "26"} & set(s.events[0].aus)]
     assert len(specs) >= 5
     for spec in specs:
-        field = synthetic.apex_field(spec, size)
+        field = rendering.apex_field(spec, size)
         mouth, brows, r = _mouth_and_brow(spec, size)
         e_mouth = max(_region_energy(field, p, r) for p in mouth)
         e_brows = max(_region_energy(field, p, r) for p in brows)
         assert (e_mouth > 3 * e_brows) if where == "mouth" else (e_brows > 3 * e_mouth), spec.extra["aus"]
         # The pixels change there too (distractors off): |apex - onset| by region.
-        frames = synthetic.render_clip(spec, size, QUIET, frames=(spec.events[0].onset, spec.events[0].apex))
+        frames = rendering.render_clip(spec, size, QUIET, frames=(spec.events[0].onset, spec.events[0].apex))
         diff = np.abs(frames[1].astype(np.float32) - frames[0].astype(np.float32)).mean(-1)[..., None]
         d_mouth = max(_region_energy(diff, p, r) for p in mouth)
         d_brows = max(_region_energy(diff, p, r) for p in brows)
@@ -204,13 +207,13 @@ def test_macro_frames_change_more_than_micro_frames(generated):
         out = []
         for s in specs[:8]:
             e = s.events[0]
-            f = synthetic.render_clip(s, SIZE, knobs, frames=(e.onset, e.apex)).astype(np.float32)
+            f = rendering.render_clip(s, SIZE, knobs, frames=(e.onset, e.apex)).astype(np.float32)
             out.append(np.abs(f[1] - f[0]).mean())
         return float(np.mean(out))
 
     quiet_macro = Knobs(macro_jitter=0.0, macro_rotation=0.0, noise=0.0, light_drift=0.0, blink_prob=0.0)
-    micro = apex_minus_onset(synthetic.plan("casme2", seed=0, clips_scale=SCALE, knobs=QUIET), QUIET)
-    macro_specs = [s for s in synthetic.plan("dfew", seed=0, clips_scale=SCALE) if s.emotion != "neutral"]
+    micro = apex_minus_onset(planning.plan("casme2", seed=0, clips_scale=SCALE, knobs=QUIET), QUIET)
+    macro_specs = [s for s in planning.plan("dfew", seed=0, clips_scale=SCALE) if s.emotion != "neutral"]
     macro = apex_minus_onset(macro_specs, quiet_macro)
     assert micro > 0.05
     assert macro > 3 * micro
@@ -256,7 +259,7 @@ def test_refuses_a_non_empty_out_and_leaves_nothing_half_written(tmp_path, monke
     out.mkdir()
     (out / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        synthetic.generate("mmew", str(out), size=SIZE, clips_scale=0.05, progress=False)
+        generator.generate("mmew", str(out), size=SIZE, clips_scale=0.05, progress=False)
     assert os.listdir(out) == ["keep.txt"]
 
     def broken(*args, **kwargs):
@@ -264,42 +267,63 @@ def test_refuses_a_non_empty_out_and_leaves_nothing_half_written(tmp_path, monke
 
     monkeypatch.setattr(layouts, "write_annotations", broken)
     with pytest.raises(OSError, match="disk full"):
-        synthetic.generate("mmew", str(out), size=SIZE, clips_scale=0.05, progress=False, overwrite=True)
+        generator.generate("mmew", str(out), size=SIZE, clips_scale=0.05, progress=False, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["data"] and os.listdir(out) == ["keep.txt"]
     monkeypatch.undo()
-    synthetic.generate("mmew", str(out), size=SIZE, clips_scale=0.05, progress=False, overwrite=True)
+    generator.generate("mmew", str(out), size=SIZE, clips_scale=0.05, progress=False, overwrite=True)
     assert "keep.txt" not in os.listdir(out) and "MMEW_Micro_Exp.xlsx" in os.listdir(out)
     assert sorted(os.listdir(tmp_path)) == ["data"]
 
 
-def test_command_line_writes_the_layout_preview_and_manifest(tmp_path, capsys):
+def _script(*args: str) -> subprocess.CompletedProcess:
+    """Run scripts/generate_synthetic.py from the repository root as a user would."""
+    env = {**os.environ}
+    env.pop(cli.DEBUG_ENV, None)
+    return subprocess.run(
+        [sys.executable, "scripts/generate_synthetic.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_command_line_writes_the_layout_preview_and_manifest(tmp_path):
     out = tmp_path / "dfew"
-    args = ["--out", str(out), "--layout", "dfew", "--size", "32", "--clips-scale", "0.03", "--quiet"]
-    rc = synthetic.main([*args, "--macro-intensity", "4"])
-    assert rc == 0
-    assert "wrote" in capsys.readouterr().out
+    args = ["--out", str(out), "--layout", "dfew", "--size", "32", "--clips_scale", "0.03", "--quiet"]
+    result = _script(*args, "--macro_intensity", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wrote" in result.stdout
     assert os.path.isfile(out / "preview.png")
     meta = json.loads((out / "synthetic.json").read_text())
     assert meta["layout"] == "dfew" and meta["knobs"]["macro_intensity"] == 4.0
     assert len(meta["clips"]) == len(os.listdir(out / "Clip" / "clip_224x224"))
-    assert synthetic.main(["--out", str(out), "--layout", "dfew", "--size", "32", "--quiet"]) == 2
+    # The knobs not given keep the library's defaults (the same bytes as generator.generate's).
+    assert meta["knobs"] == {**dataclasses.asdict(Knobs()), "macro_intensity": 4.0}
+    refused = _script("--out", str(out), "--layout", "dfew", "--size", "32", "--quiet")
+    assert refused.returncode == errors.EXIT_CODE == 2
+    assert "error: --out" in refused.stderr and "--overwrite" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    missing = _script("--layout", "dfew")
+    assert missing.returncode != 0 and "--out is required" in missing.stderr
 
 
 def test_macro_set_covers_every_action_unit_of_the_micro_sets():
     """Pre-training can only teach motions it shows: every AU a micro class uses occurs in the macro set."""
 
     base = lambda au: au.lstrip("LR")
-    macro = {base(au) for spec in synthetic.plan("dfew") for e in spec.events for au in e.aus}
+    macro = {base(au) for spec in planning.plan("dfew") for e in spec.events for au in e.aus}
     micro = {base(au) for variants in action_units.EMOTION_AUS.values() for _, aus in variants for au in aus}
     micro |= {base(au) for au in action_units.OTHERS_POOL}
     assert micro <= macro, sorted(micro - macro)
 
 
 def test_macro_noise_and_jpeg_quality_are_macro_only_knobs():
-    specs = synthetic.plan("dfew", clips_scale=0.01) + synthetic.plan("casme2", clips_scale=0.01)
-    quiet = synthetic.Knobs(macro_noise=0.0)
+    specs = planning.plan("dfew", clips_scale=0.01) + planning.plan("casme2", clips_scale=0.01)
+    quiet = Knobs(macro_noise=0.0)
     for spec in specs:
-        a = synthetic.render_clip(spec, 32, synthetic.Knobs(), frames=(0,))
-        b = synthetic.render_clip(spec, 32, quiet, frames=(0,))
+        a = rendering.render_clip(spec, 32, Knobs(), frames=(0,))
+        b = rendering.render_clip(spec, 32, quiet, frames=(0,))
         same = np.array_equal(a, b)
         assert same == (spec.layout == "casme2"), spec.layout

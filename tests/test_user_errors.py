@@ -15,7 +15,6 @@ import sys
 import tempfile
 
 import cv2
-import fixtures_data as fx
 import numpy as np
 import pytest
 
@@ -25,6 +24,7 @@ from ma2mi_jax.data.readers import casme2, dfew, macro_folders
 from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError, MacroClip
 from ma2mi_jax.train import folder_checks
+from tests.helpers import release_layouts as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASME2 = configlib.CASME2_CLASSES

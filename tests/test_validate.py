@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from pretrain_fixture import tiny_config
 
 from ma2mi_jax.train.pretrain import checks
+from tests.helpers.configs import tiny_pretrain_config
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def root(tmp_path):
 
 
 def _config(root, **overrides):
-    return tiny_config({"data.root": root, **overrides})
+    return tiny_pretrain_config({"data.root": root, **overrides})
 
 
 def test_tiny_config_is_valid(root):

@@ -215,6 +215,16 @@ def render_face(idn: Identity, size: int, eyes_closed: float = 0.0) -> np.ndarra
     ss = max(1, math.ceil(MIN_RENDER_SIDE / size))
     c = _Canvas(idn, size * ss)
     unit = c.side * idn.half_h  # pixels per face-y unit at the supersampled size
+    _draw_head(c, idn)
+    _draw_eyes_brows_and_folds(c, idn, eyes_closed, unit)
+    _draw_nose_and_mouth(c, idn, unit)
+    # Area downsampling antialiases every edge.
+    img = cv2.resize(c.img, (size, size), interpolation=cv2.INTER_AREA)  # [size,size,3]
+    return np.clip(img, 0.0, 255.0)
+
+
+def _draw_head(c: _Canvas, idn: Identity) -> None:
+    """Background, neck and shoulders, hair, ears, the shaded and textured face, blush, fringe."""
     skin = np.array(idn.skin, np.float32)
     hair = np.array(idn.hair, np.float32)
     # Background: a soft vertical gradient.
@@ -243,6 +253,12 @@ def render_face(idn: Identity, size: int, eyes_closed: float = 0.0) -> np.ndarra
     # Fringe: hair covering the top of the face; its lower edge (the hairline) is an arc.
     fringe = c.ellipse(0.0, -1.0, 1.1, idn.hairline + 1.0) & (face > 0)
     c.paint(fringe, hair * _texture(idn.texture_seed + 2, c.side, 48, 0.08)[..., None])
+
+
+def _draw_eyes_brows_and_folds(c: _Canvas, idn: Identity, eyes_closed: float, unit: float) -> None:
+    """Nasolabial folds, eyes (lids lowered by `eyes_closed`) and brows."""
+    skin = np.array(idn.skin, np.float32)
+    hair = np.array(idn.hair, np.float32)
     # Nasolabial folds: faint darker curves from the nose wings past the mouth corners.
     for sgn in (-1.0, 1.0):
         fold = [
@@ -264,6 +280,11 @@ def render_face(idn: Identity, size: int, eyes_closed: float = 0.0) -> np.ndarra
             (sgn * (s + w * 1.15), ey - bg + 0.01),
         ]
         c.paint(c.polyline(brow, idn.brow_thick * unit), hair * 0.8)
+
+
+def _draw_nose_and_mouth(c: _Canvas, idn: Identity, unit: float) -> None:
+    """Nose ridge, base and nostrils; upper and lower lips and the line between them."""
+    skin = np.array(idn.skin, np.float32)
     # Nose: a shaded ridge, the base curve and two nostrils.
     ridge = [(0.03, idn.eye_y + 0.05), (0.05, idn.nose_y - 0.06)]
     c.paint(c.polyline(ridge, 0.025 * unit), skin * 0.8, 0.35)
@@ -286,9 +307,6 @@ def render_face(idn: Identity, size: int, eyes_closed: float = 0.0) -> np.ndarra
     c.paint(c.polygon(upper), np.array(idn.lips) * 0.92)
     c.paint(c.polygon(lower), np.array(idn.lips))
     c.paint(c.polyline([(-mw, my), (0.0, my + 0.005), (mw, my)], 0.012 * unit), np.array(idn.lips) * 0.35)
-    # Area downsampling antialiases every edge.
-    img = cv2.resize(c.img, (size, size), interpolation=cv2.INTER_AREA)  # [size,size,3]
-    return np.clip(img, 0.0, 255.0)
 
 
 def _eye(c: _Canvas, ex: float, ey: float, closed: float, unit: float) -> None:

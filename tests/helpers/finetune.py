@@ -1,4 +1,9 @@
-"""A tiny CASME II-layout data set and `:tiny` fine-tuning config shared by the fine-tuning tests."""
+"""Shared by the fine-tuning tests: a tiny CASME II-layout set, fold steps on fixed data, killed runs.
+
+Run as a script it runs cross-validation in a fresh process (from the repository root):
+    python -m tests.helpers.finetune DATA_ROOT WORKDIR OVERRIDES_JSON KILL_AT_EPOCH
+KILL_AT_EPOCH > 0 sends the process SIGKILL to itself as that epoch starts; 0 runs to the end.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ma2mi_jax import configlib
+from tests.helpers.configs import tiny_finetune_config
 
 CLASSES = configlib.CASME2_CLASSES
 HEADER = (
@@ -49,29 +55,6 @@ def write_casme2(
                 Image.fromarray(img).save(os.path.join(folder, f"reg_img{n}.jpg"), quality=95)
     wb.save(os.path.join(root, "CASME2-coding-tiny.xlsx"))
     return root
-
-
-def tiny_config(root: str, workdir: str, **overrides):
-    """configs/synthetic_loso.py:tiny on `root` from scratch, with dotted-key overrides."""
-    import importlib.util
-
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        "synthetic_loso", os.path.join(here, "configs", "synthetic_loso.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("tiny")
-    config.data.root = root
-    config.init = "scratch"
-    config.workdir = workdir
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
 
 
 def fixed_data(num_folds: int, batch: int = 4, size: int = 32, seed: int = 3):
@@ -145,7 +128,7 @@ def run_and_kill(data_root: str, workdir: str, overrides: dict, kill_at_epoch: i
     """Run cross-validation in this process and SIGKILL it as epoch `kill_at_epoch` starts."""
     from ma2mi_jax.train import finetune
 
-    config = tiny_config(data_root, workdir, **overrides)
+    config = tiny_finetune_config(data_root, workdir, **overrides)
     finetune.run_cross_validation(config, workdir, batch_source=killing_batch_source(kill_at_epoch))
 
 
@@ -160,5 +143,5 @@ if __name__ == "__main__":
     else:
         from ma2mi_jax.train import finetune
 
-        cfg = tiny_config(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))
+        cfg = tiny_finetune_config(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))
         finetune.run_cross_validation(cfg, sys.argv[2])

@@ -1,7 +1,7 @@
-"""Shared by the pre-training tests: the tiny synthetic config, a data set, subprocess runs.
+"""Shared by the pre-training tests: a small synthetic DFEW set, subprocess and multi-process runs.
 
 Run as a script it pre-trains in a fresh process:
-    python tests/pretrain_fixture.py OVERRIDES_JSON WORKDIR [KILL_AT_BATCH]
+    python -m tests.helpers.pretrain OVERRIDES_JSON WORKDIR [KILL_AT_BATCH]   (from the repository root)
 KILL_AT_BATCH > 0 sends the process SIGKILL to itself when it asks for that batch (1-based),
 which is how the tests kill a run at a chosen moment. With MA2MI_TEST_NAN_VAE=1 in the
 environment the frozen VAE's parameters are NaN (its latents too), to drive a run into NaN.
@@ -9,7 +9,6 @@ environment the frozen VAE's parameters are NaN (its latents too), to drive a ru
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -19,30 +18,7 @@ import subprocess
 import sys
 from typing import Any
 
-import ml_collections
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs", "synthetic_pretrain.py")
-
-
-def config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-    """`get_config(arg)` of a config file, e.g. configs/synthetic_autoencoder.py."""
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
-def tiny_config(overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-    """configs/synthetic_pretrain.py:tiny with dotted-key overrides, e.g. {"data.root": ...}."""
-    config = config_file(CONFIG, "tiny")
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = tuple(value) if isinstance(value, list) else value
-    return config
+from tests.helpers.configs import REPO, tiny_pretrain_config
 
 
 def make_dfew(root: str, clips_scale: float = 0.02, size: int = 32) -> str:
@@ -72,7 +48,7 @@ def run_subprocess(
         env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(overrides), workdir, str(kill_at)]
+    cmd = [sys.executable, "-m", "tests.helpers.pretrain", json.dumps(overrides), workdir, str(kill_at)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
@@ -113,7 +89,7 @@ def run_processes(
     )
     if cache_dir:
         env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
-    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(overrides), workdir, "0"]
+    cmd = [sys.executable, "-m", "tests.helpers.pretrain", json.dumps(overrides), workdir, "0"]
     running = [
         subprocess.Popen(
             cmd,
@@ -187,10 +163,9 @@ def main(argv: list[str]) -> None:
         _install_nan_vae()
     from ma2mi_jax.train.pretrain import job as pretrain
 
-    result = pretrain.train_and_evaluate(tiny_config(overrides), workdir)
+    result = pretrain.train_and_evaluate(tiny_pretrain_config(overrides), workdir)
     print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, REPO)
     main(sys.argv)
