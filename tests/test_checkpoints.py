@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import checkpoints, pretrained
 from tests.helpers.configs import tiny_pretrain_config
 from tests.helpers.pretrain import make_dfew
 
@@ -153,19 +153,19 @@ def test_load_pretrained_miacnet_from_workdir_checkpoints_or_step(tmp_path):
     ck.close()
     want = _state(seed=1, step=7)
     for path in (workdir, workdir / "checkpoints", workdir / "checkpoints" / "7"):
-        got = checkpoints.load_pretrained_miacnet(str(path))
+        got = pretrained.load_pretrained_miacnet(str(path))
         _assert_trees_equal(got["params"], want["params"]["miacnet"])
         _assert_trees_equal(got["batch_stats"], want["batch_stats"]["miacnet"])
-    older = checkpoints.load_pretrained_miacnet(str(workdir / "checkpoints" / "4"))
+    older = pretrained.load_pretrained_miacnet(str(workdir / "checkpoints" / "4"))
     _assert_trees_equal(older["params"], _state(seed=0)["params"]["miacnet"])
 
 
 def test_load_pretrained_miacnet_errors(tmp_path):
     with pytest.raises(checkpoints.CheckpointError, match="does not exist"):
-        checkpoints.load_pretrained_miacnet(str(tmp_path / "nothing"))
+        pretrained.load_pretrained_miacnet(str(tmp_path / "nothing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(checkpoints.CheckpointError, match="no checkpoint"):
-        checkpoints.load_pretrained_miacnet(str(tmp_path / "empty"))
+        pretrained.load_pretrained_miacnet(str(tmp_path / "empty"))
     state = _state()
     state["params"] = {"dit": state["params"]["dit"]}
     state["opt_state"] = optax.adamw(1e-3).init(state["params"])
@@ -173,20 +173,20 @@ def test_load_pretrained_miacnet_errors(tmp_path):
     _save(ck, 1, state, {})
     ck.close()
     with pytest.raises(checkpoints.CheckpointError, match="miacnet"):
-        checkpoints.load_pretrained_miacnet(str(tmp_path / "dit_only"))
+        pretrained.load_pretrained_miacnet(str(tmp_path / "dit_only"))
 
 
 def test_merge_pretrained_takes_matching_parts_only():
     fresh = {"miacnet": {"w": jnp.zeros((2, 2))}, "dit": {"w": jnp.zeros((3,))}}
     loaded = {"miacnet": {"w": np.ones((2, 2), np.float32)}, "head": {"w": np.ones((4,))}}
-    merged, taken = checkpoints.merge_pretrained(fresh, loaded, "somewhere")
+    merged, taken = pretrained.merge_pretrained(fresh, loaded, "somewhere")
     assert taken == ["miacnet"]
     np.testing.assert_array_equal(merged["miacnet"]["w"], np.ones((2, 2)))
     np.testing.assert_array_equal(merged["dit"]["w"], np.zeros(3))
     with pytest.raises(
         checkpoints.CheckpointError, match=r"part 'miacnet'.*\n  shape w: model \(2, 2\), checkpoint \(3, 3\)"
     ):
-        checkpoints.merge_pretrained(fresh, {"miacnet": {"w": np.ones((3, 3))}}, "somewhere")
+        pretrained.merge_pretrained(fresh, {"miacnet": {"w": np.ones((3, 3))}}, "somewhere")
 
 
 def test_save_config_round_trips(tmp_path):

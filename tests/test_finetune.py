@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import pretrained
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.train import finetune
 from ma2mi_jax.train.finetune import fold_execution, fold_step, inputs, starting_point
@@ -225,7 +225,7 @@ def test_checkpoint_of_another_size_lists_keys_and_config_keys():
     config = tiny_finetune_config("unused", "unused")
     small, wide = shapes(8), shapes(16)
     with pytest.raises(ValueError, match=r"model.resnet_width=16") as err:
-        checkpoints.graft(
+        pretrained.graft(
             small["params"]["miacnet"],
             wide["params"]["miacnet"],
             "params of ckpt",
@@ -234,7 +234,7 @@ def test_checkpoint_of_another_size_lists_keys_and_config_keys():
     assert "shape action_encoder/bn1/bias: model (8,), checkpoint (16,)" in str(err.value)
     none = shapes(8, "none")
     with pytest.raises(ValueError, match=r"model.fusion='none'") as err:
-        checkpoints.graft(
+        pretrained.graft(
             small["params"]["miacnet"],
             none["params"]["miacnet"],
             "params of ckpt",

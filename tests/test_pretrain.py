@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import pretrained
 from ma2mi_jax.train.pretrain import state as state_lib
 from ma2mi_jax.train.pretrain import step as pretrain_step
 from tests.helpers.configs import tiny_pretrain_config
@@ -69,7 +69,7 @@ def _scalars(workdir):
 
 
 def _final_params(workdir):
-    return checkpoints.load_variables(workdir)
+    return pretrained.load_variables(workdir)
 
 
 def _fixed_batch(config, seed=0):

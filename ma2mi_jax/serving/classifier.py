@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints, files
+from ma2mi_jax import checkpoints, files, pretrained
 from ma2mi_jax.checkpoints import CheckpointError
 from ma2mi_jax.data.media import decode, frames
 from ma2mi_jax.data.records import DataError
@@ -123,7 +123,7 @@ def _check_variables(model, image_size: int, variables: dict, what: str) -> dict
     """`variables` in the model's structure; an error lists mismatching keys and shapes."""
     target = _abstract_variables(model, image_size)
     return {
-        col: checkpoints.graft(
+        col: pretrained.graft(
             target[col],
             variables.get(col, {}),
             f"{col} of {what}",

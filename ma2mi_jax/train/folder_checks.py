@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import checkpoints, pretrained
 from ma2mi_jax.errors import InitError, WorkdirError
 from ma2mi_jax.models import vae as vae_lib
 from ma2mi_jax.serving import classifier
@@ -121,7 +121,7 @@ def check_init(init: str) -> None:
     if classifier.is_exported_classifier(init):
         return
     try:
-        checkpoints.resolve(init)
+        pretrained.resolve(init)
     except checkpoints.CheckpointError as err:
         raise InitError(
             f"config.init={init!r} is not a pre-training workdir ({err}); finish or resume that "

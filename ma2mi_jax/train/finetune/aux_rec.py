@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ma2mi_jax import checkpoints, losses
+from ma2mi_jax import checkpoints, losses, pretrained
 from ma2mi_jax.errors import InitError
 from ma2mi_jax.models import dit as dit_lib
 from ma2mi_jax.models import miacnet as miacnet_lib
@@ -68,14 +68,14 @@ def _pretraining_run(config: ml_collections.ConfigDict, init: str) -> tuple[dict
             "an exported classifier without a DiT; set config.init to the pre-training workdir or "
             "finetune.aux_rec_weight=0"
         )
-    pre, pre_file = checkpoints.pretraining_config(init)
+    pre, pre_file = pretrained.pretraining_config(init)
     if pre.get("objective", "reconstruction") != "reconstruction":
         raise InitError(
             f"{key_line} to be a reconstruction (MA2MI) pre-training run, but {pre_file} has "
             f"objective={pre.get('objective')!r} (no DiT); use another config.init or "
             "finetune.aux_rec_weight=0"
         )
-    loaded = checkpoints.load_variables(init)
+    loaded = pretrained.load_variables(init)
     if "dit" not in loaded["params"]:
         raise checkpoints.CheckpointError(
             f"{init}: the checkpoint has no 'dit' parameters (top level: {sorted(loaded['params'])}); "
@@ -129,7 +129,7 @@ def aux_reconstruction(config: ml_collections.ConfigDict) -> AuxReconstruction |
         f"has model.dit={config.model.dit!r}, vae.latent_channels={config.vae.latent_channels}. "
         "Set them to match."
     )
-    dit_params = checkpoints.graft(fresh, loaded["params"]["dit"], f"DiT params of {init}", hint)
+    dit_params = pretrained.graft(fresh, loaded["params"]["dit"], f"DiT params of {init}", hint)
     what = "frozen VAE latents" if vae is not None else "pixels (pre-training space='pixel', no VAE)"
     source = (
         f"L_rec kept with weight {config.finetune.aux_rec_weight}: DiT {config.model.dit} from {init} "

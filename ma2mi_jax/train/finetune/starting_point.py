@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import checkpoints, pretrained
 from ma2mi_jax.errors import ConfigError, InitError
 from ma2mi_jax.models import miacnet, resnet_import
 from ma2mi_jax.serving import classifier
@@ -56,14 +56,14 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
         source = {"params": source["params"]["miacnet"], "batch_stats": source["batch_stats"]["miacnet"]}
         what = f"MIACNet of the exported classifier {path}"
     else:
-        source = checkpoints.load_pretrained_miacnet(str(path))
+        source = pretrained.load_pretrained_miacnet(str(path))
         what = f"MA2MI pre-trained MIACNet from {path}" + registration_note(config, str(path))
     for col in ("params", "batch_stats"):
         tree = source.get(col, {})
         if isinstance(tree, dict) and "miacnet" in tree:  # a full pre-training layout
             tree = tree["miacnet"]
         variables[col] = dict(variables[col])
-        variables[col]["miacnet"] = checkpoints.graft(
+        variables[col]["miacnet"] = pretrained.graft(
             variables[col]["miacnet"], tree, f"{col} of {path}", architecture_hint(tree, config)
         )
     return variables, what + "; head zero-initialised"
@@ -72,7 +72,7 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
 def registration_note(config: ml_collections.ConfigDict, path: str) -> str:
     """ "" or a clause saying that the pre-training run at `path` registered its pairs otherwise."""
     try:
-        pre, _ = checkpoints.pretraining_config(path)
+        pre, _ = pretrained.pretraining_config(path)
     except checkpoints.CheckpointError:
         return ""
     theirs = int(pre.get("model", {}).get("register_iterations", 0))
@@ -97,7 +97,7 @@ def _init_imagenet(config: ml_collections.ConfigDict, variables: dict, path: str
     for col in ("params", "batch_stats"):
         net = dict(variables[col]["miacnet"])
         for e in encoders:
-            net[e] = checkpoints.graft(
+            net[e] = pretrained.graft(
                 net[e], trunk[col], f"{col} of {path}", "the file must be a torchvision ResNet18"
             )
         variables[col] = {**variables[col], "miacnet": net}
@@ -109,7 +109,7 @@ def _init_imagenet(config: ml_collections.ConfigDict, variables: dict, path: str
 
 def architecture_hint(source: Any, config: ml_collections.ConfigDict) -> str:
     """What config keys to change so the model matches a checkpoint."""
-    flat = checkpoints.flat_keys(source)
+    flat = pretrained.flat_keys(source)
     widths = {int(np.shape(v)[-1]) // 8 for k, v in flat.items() if k.endswith("layer4_1/bn2/scale")}
     has_position = any(k.startswith("position_encoder/") for k in flat)
     has_fuse = any(k.startswith("fuse_conv/") for k in flat)

@@ -7,7 +7,7 @@ import re
 
 import ml_collections
 
-from ma2mi_jax import checkpoints
+from ma2mi_jax import checkpoints, pretrained
 from ma2mi_jax.errors import ConfigError, InitError
 from ma2mi_jax.models import dit
 from ma2mi_jax.models.miacnet import FUSIONS
@@ -185,7 +185,7 @@ def check_before_reading(
     init = str(config.init).strip()
     if init:
         try:
-            checkpoints.resolve(init)
+            pretrained.resolve(init)
         except checkpoints.CheckpointError as err:
             raise InitError(
                 f"config.init={init!r}: {err}; give the workdir of an earlier pre-training run to start "

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from ma2mi_jax import checkpoints, files
+from ma2mi_jax import checkpoints, files, pretrained
 from ma2mi_jax.train import mesh as mesh_lib
 from ma2mi_jax.train.pretrain import checks, setup
 from ma2mi_jax.train.pretrain import loop as loop_lib
@@ -41,9 +41,9 @@ def initial_state(run: setup.Run, tx: Any, ckpts: checkpoints.Checkpoints, itera
         setup.say(f"resumed from step {latest} of {ckpts.directory}")
         return TrainState.from_dict(restored)
     if c.init:
-        loaded = checkpoints.load_variables(c.init)
-        params, taken = checkpoints.merge_pretrained(params, loaded["params"], c.init)
-        batch_stats, _ = checkpoints.merge_pretrained(batch_stats, loaded["batch_stats"] or {}, c.init)
+        loaded = pretrained.load_variables(c.init)
+        params, taken = pretrained.merge_pretrained(params, loaded["params"], c.init)
+        batch_stats, _ = pretrained.merge_pretrained(batch_stats, loaded["batch_stats"] or {}, c.init)
         setup.say(
             f"initialised from config.init={c.init} "
             f"(step {loaded['step']}; parts: {', '.join(taken) or 'none'})"

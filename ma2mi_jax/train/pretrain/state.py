@@ -1,6 +1,6 @@
 """Pre-training state (params, BatchNorm statistics, optimiser state, step) and the models it serves.
 
-Parameter layout, shared with fine-tuning through `checkpoints.load_pretrained_miacnet`:
+Parameter layout, shared with fine-tuning through `pretrained.load_pretrained_miacnet`:
     params      = {"miacnet": ..., "dit": ...}     (reconstruction objective)
                   {"miacnet": ..., "head": ...}    (supervised objective, MIACClassifier's layout)
     batch_stats = {"miacnet": ...}
