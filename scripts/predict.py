@@ -2,7 +2,7 @@
 
 python scripts/predict.py --model exports/sub01 --onset onset.jpg --apex apex.jpg [--gradcam heat.png]
 python scripts/predict.py --model exports/sub01 --clip CASME2/Cropped/sub01/EP02_01f \
-    --onset-frame 46 --apex-frame 59
+    --onset_frame 46 --apex_frame 59
 """
 
 from absl import app, flags
@@ -13,8 +13,8 @@ _MODEL = flags.DEFINE_string("model", None, "Exported classifier folder (scripts
 _ONSET = flags.DEFINE_string("onset", None, "Onset frame image.")
 _APEX = flags.DEFINE_string("apex", None, "Apex frame image.")
 _CLIP = flags.DEFINE_string("clip", None, "Clip folder of numbered frames (instead of --onset/--apex).")
-_ONSET_FRAME = flags.DEFINE_integer("onset-frame", None, "Onset frame number in --clip.")
-_APEX_FRAME = flags.DEFINE_integer("apex-frame", None, "Apex frame number in --clip.")
+_ONSET_FRAME = flags.DEFINE_integer("onset_frame", None, "Onset frame number in --clip.")
+_APEX_FRAME = flags.DEFINE_integer("apex_frame", None, "Apex frame number in --clip.")
 _GRADCAM = flags.DEFINE_string("gradcam", None, "Write a Grad-CAM heat map over the apex frame to this PNG.")
 flags.mark_flags_as_required(["model"])
 
@@ -24,9 +24,9 @@ def main(argv: list[str]) -> None:
     cli.check_no_extra_args(argv)
     if _CLIP.value:
         if _ONSET_FRAME.value is None or _APEX_FRAME.value is None or _ONSET.value or _APEX.value:
-            raise app.UsageError("--clip needs --onset-frame and --apex-frame (and no --onset/--apex)")
+            raise app.UsageError("--clip needs --onset_frame and --apex_frame (and no --onset/--apex)")
     elif not (_ONSET.value and _APEX.value):
-        raise app.UsageError("give --onset and --apex images, or --clip with --onset-frame and --apex-frame")
+        raise app.UsageError("give --onset and --apex images, or --clip with --onset_frame and --apex_frame")
     from ma2mi_jax.serving import classifier
 
     clf = classifier.load_classifier(_MODEL.value)

@@ -150,7 +150,7 @@ def test_scripts_export_and_predict(trained, tmp_path, compile_cache):
     clip = os.path.dirname(s.onset_path)
     pred = subprocess.run(
         [sys.executable, "scripts/predict.py", f"--model={tmp_path / 'm'}", f"--clip={clip}",
-         f"--onset-frame={s.onset}", f"--apex-frame={s.apex}", f"--gradcam={tmp_path / 'heat.png'}"],
+         f"--onset_frame={s.onset}", f"--apex_frame={s.apex}", f"--gradcam={tmp_path / 'heat.png'}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert pred.returncode == 0, pred.stderr[-2000:]
@@ -162,4 +162,4 @@ def test_scripts_export_and_predict(trained, tmp_path, compile_cache):
         [sys.executable, "scripts/predict.py", f"--model={tmp_path / 'm'}", f"--clip={clip}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert bad.returncode != 0 and "--onset-frame" in bad.stderr
+    assert bad.returncode != 0 and "--onset_frame" in bad.stderr
