@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import subprocess
-import sys
 import tempfile
 
 import cv2
@@ -25,34 +23,11 @@ from ma2mi_jax.data.readers import registry as readers
 from ma2mi_jax.data.records import DataError, MacroClip
 from ma2mi_jax.train import folder_checks
 from tests.helpers import release_layouts as fx
+from tests.helpers.scripts import LOSO, PRETRAIN, assert_reported, run_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASME2 = configlib.CASME2_CLASSES
 C = fx.MicroClip
-LOSO = ["scripts/loso.py", "--config", "configs/synthetic_loso.py:tiny", "--config.init=scratch"]
-PRETRAIN = ["scripts/pretrain.py", "--config", "configs/synthetic_pretrain.py:tiny"]
 SHEET = "CASME2-coding-20190701.xlsx"
-
-
-def run_script(args: list[str], prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """Run a script of scripts/ from the repository root as a user would; returns the result."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop(cli.DEBUG_ENV, None)
-    return subprocess.run(
-        [*prefix, sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def assert_reported(result: subprocess.CompletedProcess, *patterns: str) -> str:
-    """The run failed with one `error:` paragraph matching every pattern and no traceback."""
-    err = result.stderr
-    assert result.returncode == errors.EXIT_CODE, (result.returncode, err[-3000:])
-    assert "Traceback" not in err and "During handling" not in err, err[-3000:]
-    paragraph = err[err.index("error: ") :].strip()
-    assert "\n\n" not in paragraph, paragraph
-    for pattern in patterns:
-        assert pattern in paragraph, (pattern, paragraph)
-    return paragraph
 
 
 def write_noisy_jpeg(path: str, size: int = 48, seed: int = 0) -> str:

@@ -13,7 +13,7 @@ from ma2mi_jax import checkpoints, files
 from ma2mi_jax.evaluation import report
 from ma2mi_jax.models import miacnet
 from ma2mi_jax.train import mesh as mesh_lib
-from ma2mi_jax.train import observe
+from ma2mi_jax.train import observe, workdir_lock
 from ma2mi_jax.train.finetune import plan, workdir_files
 from ma2mi_jax.train.finetune.aux_rec import aux_reconstruction
 from ma2mi_jax.train.finetune.checks import check_before_reading
@@ -37,6 +37,12 @@ def run_cross_validation(
     """
     mesh_lib.maybe_initialize_distributed()
     check_before_reading(config, workdir)
+    with workdir_lock.held(str(workdir)):
+        return _cross_validate(config, Path(workdir), batch_source)
+
+
+def _cross_validate(config: ml_collections.ConfigDict, workdir: Path, batch_source: BatchSource) -> dict:
+    """Read, plan, initialise, train every group and write the results in `workdir` (held by this run)."""
     samples, pairs = read_data(config)
     specs = plan.fold_specs_from_protocol(config, samples)
     final = plan.final_fold(len(specs), len(samples)) if config.finetune.final_model else None
@@ -46,7 +52,6 @@ def run_cross_validation(
     aux = aux_reconstruction(config)
     if aux is not None:
         init_line += f"; {aux.source}"
-    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     plan.check_or_write_plan(workdir, plan.plan_dict(config, groups, samples))
     checkpoints.save_config(workdir, config)
