@@ -30,7 +30,7 @@ SCRATCH = "scratch"
 IMAGENET_PREFIX = "imagenet:"
 # Used in the `init` message when no config of configs/ writes that workdir.
 DEFAULT_PRETRAIN_CONFIG = "configs/dfew.py"
-_CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+_CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def check_workdir(workdir: str | os.PathLike) -> None:
