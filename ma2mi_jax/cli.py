@@ -2,8 +2,9 @@
 
 An error the project raises on purpose (`ma2mi_jax.errors.UserError`: data, config, workdir,
 checkpoint, weights) ends the script with one `error: <message>` paragraph on stderr and exit code
-`errors.EXIT_CODE`, no traceback; `--debug` or the environment variable MA2MI_DEBUG=1 shows the
-traceback as well. Any other exception is a bug and shows its traceback.
+`errors.EXIT_CODE`, no traceback; a job stopped by SIGTERM (`errors.PreemptedError`) prints where it
+stopped and exits with `errors.PREEMPTED_EXIT_CODE`; `--debug` or the environment variable
+MA2MI_DEBUG=1 shows the traceback as well. Any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def reporting_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]],
     def wrapped(argv: list[str]) -> None:
         try:
             main(argv)
+        except errors.PreemptedError as stopped:
+            sys.stdout.flush()
+            print(str(stopped), file=sys.stderr, flush=True)
+            sys.exit(errors.PREEMPTED_EXIT_CODE)
         except errors.UserError as error:
             if debug_requested():
                 raise

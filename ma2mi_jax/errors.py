@@ -9,6 +9,8 @@ built-in type callers would expect (ValueError, FileNotFoundError, FileExistsErr
 from __future__ import annotations
 
 EXIT_CODE = 2  # absl's usage errors exit 1; a reported project error exits 2
+# A job stopped by SIGTERM after saving a checkpoint: sysexits' EX_TEMPFAIL, "try again later".
+PREEMPTED_EXIT_CODE = 75
 
 
 class UserError(Exception):
@@ -37,3 +39,7 @@ class ExistsError(UserError, FileExistsError):
 
 class DivergedError(UserError, FloatingPointError):
     """Training produced a NaN or infinite loss; the message names the step and the last good checkpoint."""
+
+
+class PreemptedError(UserError):
+    """The job was told to stop (SIGTERM) and saved a checkpoint; the same command resumes it."""

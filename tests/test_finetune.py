@@ -8,19 +8,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ma2mi_jax import pretrained
+from ma2mi_jax import errors, pretrained
 from ma2mi_jax.data.records import DataError
-from ma2mi_jax.train import finetune
+from ma2mi_jax.train import finetune, workdir_lock
 from ma2mi_jax.train.finetune import fold_execution, fold_step, inputs, starting_point
 from tests.helpers.configs import tiny_finetune_config
 from tests.helpers.finetune import fixed_data, fold_runner
 from tests.helpers.pretrain import default_level_flags, free_port
+from tests.helpers.scripts import LOSO, script_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every run of this file: 3 epochs, evaluation and a checkpoint after each.
@@ -156,6 +158,33 @@ def test_killed_run_resumes_to_the_same_results(vmapped, data_root, tmp_path, co
         on_disk["accuracy"] == reference["accuracy"]
         and on_disk["per_fold"] == json.loads((reference_dir / "results.json").read_text())["per_fold"]
     )
+
+
+def test_cli_sigterm_stops_at_an_epoch_boundary_and_the_rerun_ends_identical(vmapped, data_root, tmp_path):
+    """scripts/loso.py told to stop (SIGTERM) before its first epoch ends: it saves that epoch, though
+    it is not a checkpoint epoch, exits with the preemption code; the same command finishes the run
+    with the unbroken run's results."""
+    reference_dir, reference = vmapped
+    workdir = tmp_path / "preempted"
+    flags = [f"--config.{k}={v}" for k, v in {**RUN, "train.checkpoint_every": 3}.items()]
+    cmd = [sys.executable, *LOSO, f"--config.data.root={data_root}", *flags, "--workdir", str(workdir)]
+    first = subprocess.Popen(cmd, cwd=REPO, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (workdir / workdir_lock.LOCK_FILE).exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=600)
+    err = err.decode()
+    assert first.returncode == errors.PREEMPTED_EXIT_CODE, err[-3000:]
+    assert "stopped by SIGTERM in group_000 after epoch 1 of 3; checkpoint saved in" in err, err[-3000:]
+    assert sorted(os.listdir(workdir / "checkpoints" / "group_000")) == ["1"]
+    assert not (workdir / "results.json").exists() and not (workdir / workdir_lock.LOCK_FILE).exists()
+    second = subprocess.run(cmd, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    np.testing.assert_equal(_probabilities(workdir), _probabilities(reference_dir))
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk["per_fold"] == json.loads((reference_dir / "results.json").read_text())["per_fold"]
+    assert on_disk["accuracy"] == reference["accuracy"]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ma2mi_jax import pretrained
+from ma2mi_jax import errors, pretrained
 from ma2mi_jax.train.pretrain import state as state_lib
 from ma2mi_jax.train.pretrain import step as pretrain_step
 from tests.helpers.configs import tiny_pretrain_config
@@ -296,6 +296,28 @@ def test_killed_run_resumes_to_the_same_parameters(unbroken, tmp_path, compile_c
     assert again.returncode == 0 and "resumed from step 6" in again.stdout, again.stderr[-2000:]
 
 
+def test_sigterm_saves_at_the_next_step_and_the_rerun_ends_identical(unbroken, tmp_path, compile_cache):
+    """SIGTERM while step 3's batch is read: step 3 ends, is saved (not a checkpoint step), the job
+    exits with the preemption code; the same command then resumes to the unbroken run's parameters."""
+    workdir_ref, overrides, _, _ = unbroken
+    workdir = str(tmp_path / "preempted")
+    stopped = run_subprocess(overrides, workdir, term_at=3, cache_dir=compile_cache)
+    assert stopped.returncode == errors.PREEMPTED_EXIT_CODE, stopped.stderr[-2000:]
+    assert "stopped by SIGTERM at step 3 of 6; checkpoint saved in" in stopped.stderr
+    assert "Traceback" not in stopped.stderr and "RESULT" not in stopped.stdout
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
+    assert not os.path.exists(os.path.join(workdir, ".lock"))
+    resumed = run_subprocess(overrides, workdir, cache_dir=compile_cache)
+    assert resumed.returncode == 0 and "resumed from step 3 of " in resumed.stdout, resumed.stderr[-2000:]
+    ref, got = _final_params(workdir_ref), _final_params(workdir)
+    assert got["step"] == ref["step"] == 6
+    for key in ("params", "batch_stats"):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(ref[key]), jax.tree_util.tree_leaves(got[key]), strict=True
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.slow
 def test_two_processes_of_two_devices_agree_with_one_device(unbroken, tmp_path, compile_cache):
     """One job of 2 local processes x 2 CPU devices (jax.distributed on 127.0.0.1) against 1 device.
@@ -353,7 +375,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(unbroken, tmp_path, c
     before = _final_params(workdir)
     failed = run_subprocess(overrides, workdir, cache_dir=compile_cache, nan_vae=True)
     assert failed.returncode != 0
-    assert re.search(r"DivergedError: non-finite loss at step 5.*step 4", failed.stderr), failed.stderr[
+    assert re.search(r"error: non-finite loss at step 5.*step 4", failed.stderr), failed.stderr[
         -2000:
     ]
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]

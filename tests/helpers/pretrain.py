@@ -37,6 +37,7 @@ def run_subprocess(
     devices: int = 1,
     cache_dir: str = "",
     nan_vae: bool = False,
+    term_at: int = 0,
 ) -> subprocess.CompletedProcess:
     """Pre-train in a fresh Python process (optionally with `devices` simulated CPU devices)."""
     env = dict(os.environ)
@@ -44,6 +45,8 @@ def run_subprocess(
     env["XLA_FLAGS"] = default_level_flags(devices)  # every run compared with another: default level
     if nan_vae:
         env["MA2MI_TEST_NAN_VAE"] = "1"
+    if term_at:  # SIGTERM instead of SIGKILL, at the term_at-th batch request
+        env["MA2MI_TEST_SIGNAL"], kill_at = "TERM", term_at
     if cache_dir:
         env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
@@ -108,8 +111,8 @@ def run_processes(
     return done
 
 
-def _install_killer(kill_at: int) -> None:
-    """Make the kill_at-th batch request SIGKILL this process."""
+def _install_killer(kill_at: int, sig: int = signal.SIGKILL) -> None:
+    """Make the kill_at-th batch request send `sig` (SIGKILL unless told otherwise) to this process."""
     from ma2mi_jax.data import pretrain_pipeline as pipeline
 
     make = pipeline.pretrain_iterator
@@ -124,7 +127,7 @@ def _install_killer(kill_at: int) -> None:
         def __next__(self) -> Any:
             self.count += 1
             if self.count == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), sig)
             return next(self.inner)
 
         def get_state(self) -> Any:
@@ -158,13 +161,18 @@ def main(argv: list[str]) -> None:
     overrides, workdir = json.loads(argv[1]), argv[2]
     kill_at = int(argv[3]) if len(argv) > 3 else 0
     if kill_at > 0:
-        _install_killer(kill_at)
+        term = os.environ.get("MA2MI_TEST_SIGNAL") == "TERM"
+        _install_killer(kill_at, signal.SIGTERM if term else signal.SIGKILL)
     if os.environ.get("MA2MI_TEST_NAN_VAE") == "1":
         _install_nan_vae()
+    from ma2mi_jax import cli
     from ma2mi_jax.train.pretrain import job as pretrain
 
-    result = pretrain.train_and_evaluate(tiny_pretrain_config(overrides), workdir)
-    print("RESULT " + json.dumps(result), flush=True)
+    def run(_: list[str]) -> None:
+        result = pretrain.train_and_evaluate(tiny_pretrain_config(overrides), workdir)
+        print("RESULT " + json.dumps(result), flush=True)
+
+    cli.reporting_errors(run)(argv)  # errors and exit codes as the scripts give them
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import optax
 from ma2mi_jax import checkpoints, losses
 from ma2mi_jax.data.device_augment import PairAugment
 from ma2mi_jax.errors import DivergedError
-from ma2mi_jax.train import observe, optim
+from ma2mi_jax.train import observe, optim, preemption
 from ma2mi_jax.train.finetune import workdir_files
 from ma2mi_jax.train.finetune.aux_rec import AuxReconstruction
 from ma2mi_jax.train.finetune.fold_execution import (
@@ -299,11 +299,15 @@ def train_group(
                 line += said
                 scalars.write(epoch, {f"{group.name}/test_accuracy": accuracy})
             log.info("%s (%.1fs)", line, time.perf_counter() - t0)
-            if epoch in save_at:
+            stopping = epoch < epochs and preemption.requested()
+            if epoch in save_at or stopping:
                 meta = {"epoch": epoch, "history": history}
                 if epoch == epochs and probabilities is not None:
                     meta["probabilities"] = {f.name: p for f, p in zip(real, probabilities, strict=True)}
                 ckpt.save(epoch, trainer.runner.stacked(state), meta=meta)
+            if stopping:
+                ckpt.wait()
+                raise preemption.stop(f"in {group.name} after epoch {epoch} of {epochs}", ckpt.directory)
     finally:
         progress.close()
         ckpt.close()

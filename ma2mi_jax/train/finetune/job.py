@@ -13,7 +13,7 @@ from ma2mi_jax import checkpoints, files
 from ma2mi_jax.evaluation import report
 from ma2mi_jax.models import miacnet
 from ma2mi_jax.train import mesh as mesh_lib
-from ma2mi_jax.train import observe, workdir_lock
+from ma2mi_jax.train import observe, preemption, workdir_lock
 from ma2mi_jax.train.finetune import plan, workdir_files
 from ma2mi_jax.train.finetune.aux_rec import aux_reconstruction
 from ma2mi_jax.train.finetune.checks import check_before_reading
@@ -37,7 +37,7 @@ def run_cross_validation(
     """
     mesh_lib.maybe_initialize_distributed()
     check_before_reading(config, workdir)
-    with workdir_lock.held(str(workdir)):
+    with preemption.watching(), workdir_lock.held(str(workdir)):
         return _cross_validate(config, Path(workdir), batch_source)
 
 

@@ -22,7 +22,7 @@ import ml_collections
 
 from ma2mi_jax import checkpoints, files, pretrained
 from ma2mi_jax.train import mesh as mesh_lib
-from ma2mi_jax.train import workdir_lock
+from ma2mi_jax.train import preemption, workdir_lock
 from ma2mi_jax.train.pretrain import checks, setup
 from ma2mi_jax.train.pretrain import loop as loop_lib
 from ma2mi_jax.train.pretrain import state as state_lib
@@ -60,7 +60,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     mesh_lib.maybe_initialize_distributed()
     checks.check_before_reading(config, workdir, num_devices=jax.device_count())
     workdir = os.path.abspath(workdir)
-    with workdir_lock.held(workdir):
+    with preemption.watching(), workdir_lock.held(workdir):
         return _train(config, workdir)
 
 

@@ -12,7 +12,7 @@ from ma2mi_jax import checkpoints
 from ma2mi_jax.errors import DivergedError
 from ma2mi_jax.models import flops as flops_lib
 from ma2mi_jax.train import mesh as mesh_lib
-from ma2mi_jax.train import observe
+from ma2mi_jax.train import observe, preemption
 from ma2mi_jax.train.pretrain import diagnostics as diagnostics_lib
 from ma2mi_jax.train.pretrain import setup
 from ma2mi_jax.train.pretrain import step as pretrain_step
@@ -136,8 +136,13 @@ def _after_step(
         t0 = time.perf_counter()
         evaluate(loop, diag, state, vae_params, done)
         loop.speed.exclude(time.perf_counter() - t0)
-    if save:
+    stopping = done < run.total_steps and preemption.requested()
+    if save or stopping:
         loop.ckpts.save(done, state.as_dict(), **checkpoints.run_items(iterator.get_state(), c))
+    if stopping:
+        loop.flush(done)
+        loop.ckpts.wait()
+        raise preemption.stop(f"at step {done} of {run.total_steps}", loop.ckpts.directory)
 
 
 def run_loop(
