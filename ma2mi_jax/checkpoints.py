@@ -51,11 +51,11 @@ def _first_line(err: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _ignore_closed_loop_callbacks() -> None:
-    """Drop the errors of reads still in flight when a restore has failed.
+def _quiet_abandoned_orbax_work() -> None:
+    """Drop the errors of reads and writes still in flight when a restore or a save has failed.
 
-    TensorStore completes the other reads of a failed restore after Orbax closed its event loop, and
-    Orbax's abandoned read coroutines fail when they are collected; each would print a page of
+    TensorStore completes the other reads or writes after Orbax closed its event loop, and Orbax's
+    abandoned coroutines fail when they are collected; each would print a page of
     traceback through `sys.unraisablehook` after the one line that says what happened. Other
     unraisable errors still print.
     """
@@ -73,15 +73,18 @@ def _ignore_closed_loop_callbacks() -> None:
 
     hook.ignores_closed_loop = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(_AbandonedOrbaxReads())
+    logging.getLogger("asyncio").addFilter(_AbandonedOrbaxWork())
+    logging.getLogger("absl").addFilter(_AbandonedOrbaxWork())
 
 
-class _AbandonedOrbaxReads(logging.Filter):
-    """Drop asyncio's 'Task exception was never retrieved' for the reads of a failed Orbax restore."""
+class _AbandonedOrbaxWork(logging.Filter):
+    """Drop the tracebacks Orbax logs for a failed background read or write (the job reports it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("never retrieved" in message and "orbax" in message)
+        abandoned = "never retrieved" in message and "orbax" in message
+        background = "orbax" in record.pathname and "raised an exception" in message
+        return not (abandoned or background)
 
 
 def _leaf_shapes(tree: PyTree) -> dict[tuple[str, ...], tuple[int, ...]]:
@@ -146,6 +149,7 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", *self.json_items)
         )
+        _quiet_abandoned_orbax_work()  # a failed asynchronous save is reported once, by save() or wait()
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -163,7 +167,13 @@ class Checkpoints:
             state=ocp.args.StandardSave(state),
             **{name: ocp.args.JsonSave(files.json_safe(value)) for name, value in items.items()},
         )
-        self.manager.save(int(step), args=args, force=True)
+        with files.reporting_disk_full(self.directory, self._intact()):  # may be an earlier step's async save
+            self.manager.save(int(step), args=args, force=True)
+
+    def _intact(self) -> str:
+        """What a failed save leaves: the newest complete checkpoint, which resuming starts from."""
+        last = max(self.manager.all_steps(), default=None)
+        return f"the last complete checkpoint (step {last}) is intact" if last is not None else ""
 
     def restore(self, step: int, target: PyTree) -> tuple[PyTree, dict[str, Any]]:
         """(state shaped and sharded like `target`, {JSON item: value}) of checkpoint `step`."""
@@ -202,7 +212,6 @@ class Checkpoints:
             try:
                 state, items = self._restore(step, target)
             except Exception as err:  # Orbax and TensorStore raise many types for damaged files
-                _ignore_closed_loop_callbacks()
                 failures.append((step, err))
                 continue
             for bad, err in failures:
@@ -248,11 +257,12 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""
-        self.manager.wait_until_finished()
+        with files.reporting_disk_full(self.directory, "earlier complete checkpoints are intact"):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         """Finish pending saves and release the manager."""
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
 
 

@@ -43,3 +43,7 @@ class DivergedError(UserError, FloatingPointError):
 
 class PreemptedError(UserError):
     """The job was told to stop (SIGTERM) and saved a checkpoint; the same command resumes it."""
+
+
+class DiskFullError(UserError, OSError):
+    """No space left (or the quota reached) while writing; the message names the path and what is intact."""

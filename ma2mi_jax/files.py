@@ -2,12 +2,15 @@
 
 `atomic_path(path)` gives a temporary path beside `path` and renames it onto `path` when the block
 succeeds; `atomic_dir(path)` does the same for a folder, replacing an existing one only after the
-new one is complete. `write_bytes` and `write_json` are the two writers built on them.
+new one is complete. `write_bytes` and `write_json` are the two writers built on them. A full disk
+(or quota) while writing ends with one `DiskFullError` naming the path; the file or folder that
+was there before is left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -19,6 +22,47 @@ from typing import Any
 import jax
 import numpy as np
 
+from ma2mi_jax.errors import DiskFullError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then putting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err`, or an error it was raised from, says the disk (or the quota) is full."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _FULL:
+            return True
+        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextlib.contextmanager
+def reporting_disk_full(path: str | os.PathLike, intact: str = "") -> Iterator[None]:
+    """Turn a full disk inside the block into one DiskFullError naming `path` (and what is `intact`)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        kept = f"; {intact}" if intact else ""
+        raise DiskFullError(
+            f"no space left on the device while writing {os.fspath(path)}{kept}. Free some space (or "
+            "move the output elsewhere) and run the same command again"
+        ) from None
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
@@ -26,14 +70,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with reporting_disk_full(path, "the previous file, if any, is unchanged"):
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=folder)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # the mode open() would give, not mkstemp's private 0600
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 @contextlib.contextmanager
@@ -45,19 +91,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
-    try:
-        yield tmp
-        old = None
-        if os.path.isdir(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
-            os.rename(path, os.path.join(old, "x"))
-        os.rename(tmp, path)
-        if old:
-            shutil.rmtree(old)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    with reporting_disk_full(path, "the previous folder, if any, is unchanged"):
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+        try:
+            yield tmp
+            old = None
+            if os.path.isdir(path):
+                old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+                os.rename(path, os.path.join(old, "x"))
+            os.rename(tmp, path)
+            if old:
+                shutil.rmtree(old)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> str:

@@ -1,7 +1,8 @@
-"""Faults a cluster throws at a run: a second run into one workdir, a stale lock, a damaged checkpoint."""
+"""Faults a cluster throws at a run: a second run into one workdir, a stale lock, a full disk."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -11,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ma2mi_jax import errors
+from ma2mi_jax import checkpoints, errors, files
 from ma2mi_jax.train import workdir_lock
 from tests.helpers.configs import REPO
 from tests.helpers.scripts import LOSO, assert_reported, run_script, script_env
@@ -92,3 +94,52 @@ def test_cli_a_second_run_into_the_same_workdir_is_refused_at_once(data_root, tm
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+def _full_disk(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_writing_results_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    files.write_json(path, {"uf1": 0.5})
+    monkeypatch.setattr(files.os, "fsync", _full_disk)
+    with pytest.raises(errors.DiskFullError, match=rf"no space left on the device while writing {path}"):
+        files.write_json(path, {"uf1": 0.7})
+    assert json.loads(path.read_text()) == {"uf1": 0.5}
+    assert os.listdir(tmp_path) == ["results.json"]  # no temporary file left
+
+
+def test_a_full_disk_while_exporting_keeps_the_previous_export(tmp_path):
+    out = tmp_path / "export"
+    with files.atomic_dir(out) as tmp:
+        Path(tmp, "meta.json").write_text("{}")
+    expected = rf"while writing {out}; the previous folder, if any, is unchanged"
+    with pytest.raises(errors.DiskFullError, match=expected), files.atomic_dir(out) as tmp:
+        Path(tmp, "variables").write_bytes(b"half")
+        _full_disk()  # the disk fills while the new export is written
+    assert sorted(os.listdir(tmp_path)) == ["export"] and os.listdir(out) == ["meta.json"]
+
+
+def test_a_full_disk_while_checkpointing_names_the_step_and_the_intact_one(tmp_path, monkeypatch):
+    ck = checkpoints.Checkpoints(str(tmp_path / "ck"), keep=3, json_items=("meta",), async_save=False)
+    state = {"w": np.arange(4.0, dtype=np.float32)}
+    ck.save(2, state, meta={"epoch": 2})
+    monkeypatch.setattr(ck.manager, "save", _full_disk)
+    expected = r"while writing \S+/ck; the last complete checkpoint \(step 2\) is intact\. Free some space"
+    with pytest.raises(errors.DiskFullError, match=expected):
+        ck.save(4, state, meta={"epoch": 4})
+    monkeypatch.undo()
+    assert ck.all_steps() == [2]
+    ck.save(4, state, meta={"epoch": 4})  # space freed: the run goes on
+    ck.close()
+    assert checkpoints.Checkpoints(str(tmp_path / "ck"), keep=3, json_items=("meta",)).all_steps() == [2, 4]
+
+
+def test_an_error_that_is_not_a_full_disk_passes_through(tmp_path):
+    with pytest.raises(PermissionError), files.reporting_disk_full(tmp_path / "x"):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    assert files.is_disk_full(RuntimeError("TensorStore: No space left on device"))
