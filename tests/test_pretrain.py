@@ -72,6 +72,17 @@ def _final_params(workdir):
     return pretrained.load_variables(workdir)
 
 
+def _assert_same_final_parameters(workdir_ref, workdir):
+    """Both workdirs end at step 6 with the same parameters and BatchNorm statistics."""
+    ref, got = _final_params(workdir_ref), _final_params(workdir)
+    assert got["step"] == ref["step"] == 6
+    for key in ("params", "batch_stats"):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(ref[key]), jax.tree_util.tree_leaves(got[key]), strict=True
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def _fixed_batch(config, seed=0):
     """Smooth coloured patterns (x_t) moved two pixels to the right (x_{t+k})."""
     rng = np.random.default_rng(seed)
@@ -280,13 +291,7 @@ def test_killed_run_resumes_to_the_same_parameters(unbroken, tmp_path, compile_c
     resumed = run_subprocess(overrides, workdir, cache_dir=compile_cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert re.search(r"resumed from step [24] of ", resumed.stdout), resumed.stdout
-    ref, got = _final_params(workdir_ref), _final_params(workdir)
-    assert got["step"] == ref["step"] == 6
-    for key in ("params", "batch_stats"):
-        for a, b in zip(
-            jax.tree_util.tree_leaves(ref[key]), jax.tree_util.tree_leaves(got[key]), strict=True
-        ):
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    _assert_same_final_parameters(workdir_ref, workdir)
     # the diagnostics' history continues across the kill: the same figures as the unbroken run
     ref_h, got_h = _diagnostics(workdir_ref)["history"], _diagnostics(workdir)["history"]
     assert [h["step"] for h in got_h] == [3, 6]
@@ -309,13 +314,7 @@ def test_sigterm_saves_at_the_next_step_and_the_rerun_ends_identical(unbroken, t
     assert not os.path.exists(os.path.join(workdir, ".lock"))
     resumed = run_subprocess(overrides, workdir, cache_dir=compile_cache)
     assert resumed.returncode == 0 and "resumed from step 3 of " in resumed.stdout, resumed.stderr[-2000:]
-    ref, got = _final_params(workdir_ref), _final_params(workdir)
-    assert got["step"] == ref["step"] == 6
-    for key in ("params", "batch_stats"):
-        for a, b in zip(
-            jax.tree_util.tree_leaves(ref[key]), jax.tree_util.tree_leaves(got[key]), strict=True
-        ):
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    _assert_same_final_parameters(workdir_ref, workdir)
 
 
 @pytest.mark.slow
