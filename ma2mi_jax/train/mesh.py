@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 DATA_AXIS = "data"
 # Environment variables that mean "this is one process of a multi-host run".
 COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR")
+HEARTBEAT_ENV = "MA2MI_HEARTBEAT_TIMEOUT"
 
 
 def maybe_initialize_distributed() -> bool:
@@ -24,6 +25,8 @@ def maybe_initialize_distributed() -> bool:
 
     Reads JAX_COORDINATOR_ADDRESS (or JAX_COORDINATOR), JAX_NUM_PROCESSES and JAX_PROCESS_ID; on
     clusters that JAX detects itself (SLURM, Cloud TPU) set JAX_COORDINATOR_ADDRESS=auto.
+    MA2MI_HEARTBEAT_TIMEOUT (seconds) sets how long the job waits for a silent process before every
+    process stops (JAX's default otherwise).
     Must run before anything touches the devices.
     """
     address = next((os.environ[k] for k in COORDINATOR_ENV if os.environ.get(k)), None)
@@ -36,6 +39,8 @@ def maybe_initialize_distributed() -> bool:
             kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
         if "JAX_PROCESS_ID" in os.environ:
             kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+    if os.environ.get(HEARTBEAT_ENV):
+        kwargs["heartbeat_timeout_seconds"] = int(os.environ[HEARTBEAT_ENV])
     jax.distributed.initialize(**kwargs)
     log.info("multi-host: process %d of %d", jax.process_index(), jax.process_count())
     return True
