@@ -7,7 +7,8 @@ import grain
 import numpy as np
 import pytest
 
-from ma2mi_jax.data import latent_cache, micro_pairs, tfds_builders
+from extras import tfds_builders
+from ma2mi_jax.data import latent_cache, micro_pairs
 from ma2mi_jax.data import pretrain_pipeline as pipeline
 from ma2mi_jax.data.records import DataError, MacroClip, MicroSample
 

@@ -312,7 +312,7 @@ def pretrain_iterator(
     `batch_size` is the global batch; on several processes each gets its own rows of it
     (`ProcessRows`): the same seed on every process, disjoint elements.
 
-    `latent_cache` (a `LatentCache` or `tfds_builders.SourceLatents`) adds "latent0"/"latent1";
+    `latent_cache` (a `LatentCache` or `extras.tfds_builders.SourceLatents`) adds "latent0"/"latent1";
     clips dropped with `strict=False` are logged and, when `report` is given, listed in it.
     """
     ds = pretrain_dataset(

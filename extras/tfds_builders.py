@@ -34,7 +34,7 @@ SPLIT = "train"  # one split holding every sample; folds are made by the protoco
 _INSTRUCTIONS = """\
 The data set is licensed by its authors and must be requested and downloaded by hand. Unpack it,
 read it with ma2mi_jax's reader for that data set, and pass the records to this builder (see
-`ma2mi_jax.data.tfds_builders`); nothing is downloaded by the builder itself.
+`extras.tfds_builders`); nothing is downloaded by the builder itself.
 """
 
 
