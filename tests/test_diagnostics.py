@@ -117,7 +117,11 @@ def test_ratios_and_summary_line_say_what_was_measured():
     assert "c lowers L_rec by 23.1 % against a shuffled c" in line
     assert "beats copying z_t by 25.0 %" in line
     worse = diagnostics.summary_line({**entry, "rec": 0.05, "shuffled_c": 0.05})
-    assert "does not lower L_rec by 0.0 %" in worse and "does not beat copying" in worse
+    assert "c makes no difference to L_rec against a shuffled c" in worse
+    assert "the prediction is 25.0 % worse than copying z_t" in worse
+    far_worse = diagnostics.summary_line({**entry, "rec": 0.574, "shuffled_c": 0.5})
+    assert "c raises L_rec by 14.8 % against a shuffled c" in far_worse
+    assert "the prediction's L_rec is 14.3 times that of copying z_t" in far_worse
 
 
 @pytest.fixture(scope="module")

@@ -197,22 +197,40 @@ def ratios(entry: dict[str, float]) -> dict[str, float]:
     }
 
 
+def _condition_clause(rec: float, shuffled: float, static: float) -> str:
+    """What the condition c does to L_rec, against a shuffled and a motionless c."""
+    gain = 1.0 - rec / max(shuffled, 1e-12)
+    static_gain = 100 * (1.0 - rec / max(static, 1e-12))
+    if abs(gain) < 5e-4:
+        said = "c makes no difference to L_rec against a shuffled c"
+    elif gain > 0:
+        said = f"c lowers L_rec by {100 * gain:.1f} % against a shuffled c"
+    else:
+        said = f"c raises L_rec by {100 * (rec / max(shuffled, 1e-12) - 1):.1f} % against a shuffled c"
+    return f"{said} ({static_gain:+.1f} % against a motionless c)"
+
+
+def _copy_clause(rec: float, copy: float) -> str:
+    """How the prediction compares with copying z_t."""
+    ratio = rec / max(copy, 1e-12)
+    if ratio < 1.0:
+        return f"the prediction beats copying z_t by {100 * (1 - ratio):.1f} %"
+    if ratio < 2.0:
+        return f"the prediction is {100 * (ratio - 1):.1f} % worse than copying z_t"
+    return f"the prediction's L_rec is {ratio:.1f} times that of copying z_t"
+
+
 def summary_line(entry: dict[str, float]) -> str:
     """One sentence: does the prediction beat copying z_t, and does it use the condition c?"""
     if "accuracy" in entry:
         return f"held-out macro pairs: accuracy {entry['accuracy']:.3f}, cross-entropy {entry['ce']:.4f}"
     if "rec" not in entry:
         return "no diagnostics"
-    gain_shuffled = 1.0 - entry["rec"] / max(entry["shuffled_c"], 1e-12)
-    gain_static = 1.0 - entry["rec"] / max(entry["static_c"], 1e-12)
-    gain_copy = 1.0 - entry["rec"] / max(entry["copy"], 1e-12)
-    used = "lowers" if gain_shuffled > 0 else "does not lower"
-    beats = "beats" if gain_copy > 0 else "does not beat"
+    rec = entry["rec"]
+    condition = _condition_clause(rec, entry["shuffled_c"], entry["static_c"])
     return (
-        f"c {used} L_rec by {100 * abs(gain_shuffled):.1f} % against a shuffled c "
-        f"({100 * gain_static:+.1f} % against a motionless c); the prediction {beats} copying z_t by "
-        f"{100 * abs(gain_copy):.1f} % (L_rec {entry['rec']:.4f}, copy {entry['copy']:.4f}, "
-        f"step {entry['step']}, held-out pairs)"
+        f"{condition}; {_copy_clause(rec, entry['copy'])} "
+        f"(L_rec {rec:.4f}, copy {entry['copy']:.4f}, step {entry['step']}, held-out pairs)"
     )
 
 
