@@ -18,7 +18,7 @@ import pytest
 from ma2mi_jax import checkpoints, losses
 from ma2mi_jax.errors import InitError
 from ma2mi_jax.train import finetune, optim
-from ma2mi_jax.train.finetune import aux_rec, fold_step
+from ma2mi_jax.train.finetune import aux_rec, fold_step, starting_point
 from ma2mi_jax.train.pretrain import state as state_lib
 from tests.helpers.configs import tiny_finetune_config, tiny_pretrain_config
 from tests.helpers.finetune import fixed_data, fold_runner
@@ -248,11 +248,24 @@ def test_a_dit_that_reads_the_fused_map_is_refused_naming_the_keys(tmp_path, dat
 
 def test_init_line_says_when_pre_training_registered_its_pairs_otherwise(data_root, pretrained):
     """The pre-training run registered nothing (register_iterations 0): silent at 0, named at 8."""
-    from ma2mi_jax.train.finetune import starting_point
-
     config = tiny_finetune_config(data_root, "unused", init=pretrained[0])
     assert starting_point.registration_note(config, pretrained[0]) == ""
     with config.unlocked():
         config.model.register_iterations = 8
     note = starting_point.registration_note(config, pretrained[0])
     assert "model.register_iterations=0" in note and "uses 8" in note
+
+
+def test_fine_tuning_from_a_random_vae_pre_training_warns(tmp_path, pretrained, classifier_variables, caplog):
+    """The tiny pre-training ran without vae.path (a random VAE): its workdir warns, one with a VAE not."""
+    assert starting_point.warn_random_vae(pretrained[0])
+    assert "RANDOMLY INITIALISED VAE" in caplog.text and pretrained[0] in caplog.text
+    caplog.clear()
+    with_vae = str(tmp_path / "with_vae")
+    _write_pretraining_workdir(with_vae, {"vae.path": "third_party/sd-vae-ft-ema"}, classifier_variables)
+    assert not starting_point.warn_random_vae(with_vae)
+    pixel = str(tmp_path / "pixel")
+    _write_pretraining_workdir(pixel, {"space": "pixel"}, classifier_variables)
+    assert not starting_point.warn_random_vae(pixel)  # no VAE involved at all
+    assert not starting_point.warn_random_vae(str(tmp_path))  # not a pre-training workdir
+    assert "RANDOMLY INITIALISED VAE" not in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from ma2mi_jax.errors import ConfigError, InitError
 from ma2mi_jax.models import miacnet, resnet_import
 from ma2mi_jax.serving import classifier
 from ma2mi_jax.train import folder_checks
+
+log = logging.getLogger(__name__)
 
 
 def build_classifier(config: ml_collections.ConfigDict):
@@ -58,6 +61,7 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
     else:
         source = pretrained.load_pretrained_miacnet(str(path))
         what = f"MA2MI pre-trained MIACNet from {path}" + registration_note(config, str(path))
+        warn_random_vae(str(path))
     for col in ("params", "batch_stats"):
         tree = source.get(col, {})
         if isinstance(tree, dict) and "miacnet" in tree:  # a full pre-training layout
@@ -80,6 +84,24 @@ def registration_note(config: ml_collections.ConfigDict, path: str) -> str:
     if theirs == ours:
         return ""
     return f" (pre-trained with model.register_iterations={theirs}; this run uses {ours})"
+
+
+def warn_random_vae(path: str) -> bool:
+    """Warn (and return True) when the pre-training run at `path` predicted latents of a random VAE."""
+    try:
+        pre, _ = pretrained.pretraining_config(path)
+    except checkpoints.CheckpointError:
+        return False
+    latent = pre.get("objective") == "reconstruction" and pre.get("space") == "latent"
+    if not latent or str(pre.get("vae", {}).get("path", "")).strip():
+        return False
+    log.warning(
+        "config.init=%s was pre-trained with a RANDOMLY INITIALISED VAE (its vae.path was empty): its "
+        "latents meant nothing, so its encoder learnt little that transfers. Pre-train with "
+        "--config.vae.path set to a diffusers-format VAE folder (see third_party/README.md)",
+        path,
+    )
+    return True
 
 
 def _init_imagenet(config: ml_collections.ConfigDict, variables: dict, path: str) -> tuple[dict, str]:
