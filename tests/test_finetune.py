@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -160,27 +161,62 @@ def test_killed_run_resumes_to_the_same_results(vmapped, data_root, tmp_path, co
     )
 
 
-def test_cli_sigterm_stops_at_an_epoch_boundary_and_the_rerun_ends_identical(vmapped, data_root, tmp_path):
-    """scripts/loso.py told to stop (SIGTERM) before its first epoch ends: it saves that epoch, though
-    it is not a checkpoint epoch, exits with the preemption code; the same command finishes the run
-    with the unbroken run's results."""
+def _start_holding_the_lock(cmd: list[str], workdir: Path, log: Path) -> subprocess.Popen:
+    """Start `cmd` (its output into `log`) and return once it holds the workdir's lock."""
+    with open(log, "wb") as out:
+        run = subprocess.Popen(cmd, cwd=REPO, env=script_env(), stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not (workdir / workdir_lock.LOCK_FILE).exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    return run
+
+
+def _half_written(workdir) -> list[str]:
+    """Files of ours caught between write and rename, and JSON files that do not parse."""
+    bad = []
+    for folder, _, names in os.walk(workdir):
+        for name in names:
+            path = os.path.join(folder, name)
+            if ".tmp-" in name:
+                bad.append(path)
+            elif name.endswith(".json") and "orbax-checkpoint-tmp" not in folder:
+                try:
+                    json.loads(Path(path).read_text())
+                except ValueError:
+                    bad.append(path)
+    return bad
+
+
+@pytest.mark.slow
+def test_cli_preempted_then_killed_at_random_moments_ends_with_the_unbroken_results(
+    vmapped, data_root, tmp_path
+):
+    """scripts/loso.py told to stop (SIGTERM) before its first epoch ends saves that epoch, though it is
+    not a checkpoint epoch, and exits with the preemption code; the same command, SIGKILLed twice at
+    seeded random moments (reading, stepping, saving, evaluating) and run again each time, ends with
+    the unbroken run's results and leaves no file half-written."""
     reference_dir, reference = vmapped
-    workdir = tmp_path / "preempted"
+    workdir = tmp_path / "faults"
     flags = [f"--config.{k}={v}" for k, v in {**RUN, "train.checkpoint_every": 3}.items()]
     cmd = [sys.executable, *LOSO, f"--config.data.root={data_root}", *flags, "--workdir", str(workdir)]
-    first = subprocess.Popen(cmd, cwd=REPO, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (workdir / workdir_lock.LOCK_FILE).exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    log = tmp_path / "preempted.log"
+    first = _start_holding_the_lock(cmd, workdir, log)
     first.send_signal(signal.SIGTERM)
-    _, err = first.communicate(timeout=600)
-    err = err.decode()
+    first.wait(timeout=600)
+    err = log.read_text()
     assert first.returncode == errors.PREEMPTED_EXIT_CODE, err[-3000:]
     assert "stopped by SIGTERM in group_000 after epoch 1 of 3; checkpoint saved in" in err, err[-3000:]
     assert sorted(os.listdir(workdir / "checkpoints" / "group_000")) == ["1"]
     assert not (workdir / "results.json").exists() and not (workdir / workdir_lock.LOCK_FILE).exists()
-    second = subprocess.run(cmd, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
+    for delay in np.random.default_rng(0).uniform(1.0, 8.0, size=2):
+        run = _start_holding_the_lock(cmd, workdir, tmp_path / "killed.log")
+        time.sleep(delay)
+        run.kill()
+        run.wait()
+        assert not _half_written(workdir)
+    final = subprocess.run(cmd, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert not _half_written(workdir) and not list(workdir.rglob("*orbax-checkpoint-tmp*"))
     np.testing.assert_equal(_probabilities(workdir), _probabilities(reference_dir))
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk["per_fold"] == json.loads((reference_dir / "results.json").read_text())["per_fold"]
