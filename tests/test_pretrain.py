@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,7 @@ from ma2mi_jax import errors, pretrained
 from ma2mi_jax.train.pretrain import state as state_lib
 from ma2mi_jax.train.pretrain import step as pretrain_step
 from tests.helpers.configs import tiny_pretrain_config
-from tests.helpers.pretrain import make_dfew, run_processes, run_subprocess
+from tests.helpers.pretrain import make_dfew, run_processes, run_subprocess, start_subprocess
 
 # The run every end-to-end test compares with: 6 steps, checkpoints at 2, 4, 6, pictures at 3 and 6.
 RUN = {
@@ -315,6 +317,30 @@ def test_sigterm_saves_at_the_next_step_and_the_rerun_ends_identical(unbroken, t
     resumed = run_subprocess(overrides, workdir, cache_dir=compile_cache)
     assert resumed.returncode == 0 and "resumed from step 3 of " in resumed.stdout, resumed.stderr[-2000:]
     _assert_same_final_parameters(workdir_ref, workdir)
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_resumes_to_the_same_parameters(unbroken, tmp_path, compile_cache):
+    """SIGKILL twice at seeded random moments (start-up, a step, a save, the diagnostics, a picture),
+    rerun each time: the run ends with the unbroken run's parameters and no half-written file."""
+    workdir_ref, overrides, _, _ = unbroken
+    workdir = str(tmp_path / "killed_at_random")
+    lock = os.path.join(workdir, ".lock")
+    for delay in np.random.default_rng(1).uniform(0.5, 6.0, size=2):
+        run = start_subprocess(overrides, workdir, cache_dir=compile_cache)
+        deadline = time.time() + 120
+        while not os.path.exists(lock) and run.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        run.kill()
+        run.wait()
+        leftovers = [n for _, _, names in os.walk(workdir) for n in names if ".tmp-" in n]
+        assert not leftovers
+    final = run_subprocess(overrides, workdir, cache_dir=compile_cache)
+    assert final.returncode == 0, final.stderr[-3000:]
+    _assert_same_final_parameters(workdir_ref, workdir)
+    for name in ("metrics.json", "diagnostics.json", "config.json"):
+        json.loads(Path(workdir, name).read_text())  # whole files
 
 
 @pytest.mark.slow

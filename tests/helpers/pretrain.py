@@ -30,16 +30,16 @@ def make_dfew(root: str, clips_scale: float = 0.02, size: int = 32) -> str:
     return root
 
 
-def run_subprocess(
+def _subprocess(
     overrides: dict[str, Any],
     workdir: str,
-    kill_at: int = 0,
-    devices: int = 1,
-    cache_dir: str = "",
-    nan_vae: bool = False,
-    term_at: int = 0,
-) -> subprocess.CompletedProcess:
-    """Pre-train in a fresh Python process (optionally with `devices` simulated CPU devices)."""
+    kill_at: int,
+    devices: int,
+    cache_dir: str,
+    nan_vae: bool,
+    term_at: int,
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a pre-training run in a fresh Python process."""
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
     env["XLA_FLAGS"] = default_level_flags(devices)  # every run compared with another: default level
@@ -52,7 +52,27 @@ def run_subprocess(
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     cmd = [sys.executable, "-m", "tests.helpers.pretrain", json.dumps(overrides), workdir, str(kill_at)]
+    return cmd, env
+
+
+def run_subprocess(
+    overrides: dict[str, Any],
+    workdir: str,
+    kill_at: int = 0,
+    devices: int = 1,
+    cache_dir: str = "",
+    nan_vae: bool = False,
+    term_at: int = 0,
+) -> subprocess.CompletedProcess:
+    """Pre-train in a fresh Python process (optionally with `devices` simulated CPU devices)."""
+    cmd, env = _subprocess(overrides, workdir, kill_at, devices, cache_dir, nan_vae, term_at)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def start_subprocess(overrides: dict[str, Any], workdir: str, cache_dir: str = "") -> subprocess.Popen:
+    """Start pre-training in a fresh Python process and return at once (output discarded)."""
+    cmd, env = _subprocess(overrides, workdir, 0, 1, cache_dir, False, 0)
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def default_level_flags(devices: int = 1) -> str:
