@@ -1,4 +1,4 @@
-"""Faults a cluster throws at a run: a second run into one workdir, a stale lock, a full disk."""
+"""Faults a cluster throws at a run: a second run into one workdir, a stale lock, a full disk, a dead peer."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from ma2mi_jax import checkpoints, errors, files
-from ma2mi_jax.train import workdir_lock
+from ma2mi_jax.train import mesh, workdir_lock
 from tests.helpers.configs import REPO
-from tests.helpers.scripts import LOSO, assert_reported, run_script, script_env
+from tests.helpers.pretrain import free_port, make_dfew
+from tests.helpers.scripts import LOSO, PRETRAIN, assert_reported, run_script, script_env
 
 
 def _dead_pid() -> int:
@@ -143,3 +144,40 @@ def test_an_error_that_is_not_a_full_disk_passes_through(tmp_path):
     with pytest.raises(PermissionError), files.reporting_disk_full(tmp_path / "x"):
         raise PermissionError(errno.EACCES, "Permission denied")
     assert files.is_disk_full(RuntimeError("TensorStore: No space left on device"))
+
+
+# ----------------------------------------------------------------------------- a dead peer
+
+
+@pytest.mark.slow
+def test_cli_a_dead_process_stops_the_others_within_the_heartbeat_timeout(tmp_path):
+    """scripts/pretrain.py as 2 processes: process 1 killed once the job holds its workdir; process 0
+    must stop within MA2MI_HEARTBEAT_TIMEOUT (plus start-up slack), saying that another task died,
+    instead of waiting in a collective for ever."""
+    root = make_dfew(str(tmp_path / "DFEW"))
+    env = {**script_env(), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}", "JAX_NUM_PROCESSES": "2",
+           mesh.HEARTBEAT_ENV: "5"}  # fmt: skip
+    cmd = [sys.executable, *PRETRAIN, f"--config.data.root={root}", "--config.train.steps=50",
+           "--config.train.eval_clips=2", "--workdir", str(tmp_path / "wd")]  # fmt: skip
+    logs = [tmp_path / f"p{i}.log" for i in (0, 1)]
+    procs = []
+    for i, log in enumerate(logs):
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen(cmd, cwd=REPO, env={**env, "JAX_PROCESS_ID": str(i)},
+                                          stdout=out, stderr=subprocess.STDOUT))  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while not (tmp_path / "wd" / workdir_lock.LOCK_FILE).exists() and time.time() < deadline:
+            assert procs[0].poll() is None, logs[0].read_text()[-3000:]
+            time.sleep(0.1)
+        procs[1].kill()
+        killed_at = time.time()
+        procs[0].wait(timeout=120)
+        assert time.time() - killed_at < 60
+        assert procs[0].returncode != 0
+        assert "another task died" in logs[0].read_text()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
