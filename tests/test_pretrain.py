@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -343,6 +344,25 @@ def test_killed_at_random_moments_resumes_to_the_same_parameters(unbroken, tmp_p
         json.loads(Path(workdir, name).read_text())  # whole files
 
 
+def test_a_damaged_last_checkpoint_is_set_aside_and_the_run_redone_from_the_one_before(
+    unbroken, tmp_path, compile_cache
+):
+    """The finished run's step-6 arrays truncated (a cut copy): the same run again names step 6 as
+    damaged, resumes from step 4 and ends with the unbroken run's parameters."""
+    workdir_ref, overrides, _, _ = unbroken
+    workdir = str(tmp_path / "damaged")
+    shutil.copytree(workdir_ref, workdir)
+    for path in Path(workdir, "checkpoints", "6", "state", "d").iterdir():
+        path.write_bytes(path.read_bytes()[:10])
+    again = run_subprocess(overrides, workdir, cache_dir=compile_cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = r"checkpoint step 6 in \S+ is damaged \(.*\); moved to \S+; resuming from step 4"
+    assert re.search(said, again.stdout), again.stdout[-2000:]
+    assert "Traceback" not in again.stderr
+    assert Path(workdir, "checkpoints.damaged", "6").is_dir()
+    _assert_same_final_parameters(workdir_ref, workdir)
+
+
 @pytest.mark.slow
 def test_two_processes_of_two_devices_agree_with_one_device(unbroken, tmp_path, compile_cache):
     """One job of 2 local processes x 2 CPU devices (jax.distributed on 127.0.0.1) against 1 device.
@@ -391,8 +411,6 @@ def test_two_processes_of_two_devices_agree_with_one_device(unbroken, tmp_path, 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(unbroken, tmp_path, compile_cache):
     """Resume the finished run's step-4 checkpoint with a VAE that yields NaN latents: the run stops
     naming step 5 and the checkpoints it had stay as they were."""
-    import shutil
-
     workdir_ref, overrides, _, _ = unbroken
     workdir = str(tmp_path / "nan")
     shutil.copytree(workdir_ref, workdir)
