@@ -27,13 +27,15 @@ def main(argv: list[str]) -> None:
             raise app.UsageError("--clip needs --onset_frame and --apex_frame (and no --onset/--apex)")
     elif not (_ONSET.value and _APEX.value):
         raise app.UsageError("give --onset and --apex images, or --clip with --onset_frame and --apex_frame")
-    from ma2mi_jax.serving import classifier
+    from ma2mi_jax.serving import classifier, model_card
 
     clf = classifier.load_classifier(_MODEL.value)
     if _CLIP.value:
         onset, apex = classifier.clip_frame_paths(_CLIP.value, _ONSET_FRAME.value, _APEX_FRAME.value)
     else:
         onset, apex = _ONSET.value, _APEX.value
+    for line in model_card.preview(clf.card):
+        print(line)
     result = clf.predict_pair(onset, apex)
     print(f"prediction: {result['class_name']}")
     for name, p in zip(clf.class_names, result["probabilities"], strict=True):

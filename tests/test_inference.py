@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from ma2mi_jax.serving import classifier, gradcam
+from ma2mi_jax.serving import classifier, gradcam, model_card
 from ma2mi_jax.train import finetune
 from tests.helpers.configs import tiny_finetune_config
 from tests.helpers.finetune import write_casme2
@@ -39,6 +39,38 @@ def _fold_probabilities(workdir, fold):
     raise KeyError(fold)
 
 
+def _assert_the_card_describes_the_run(clf, workdir, config):
+    """MODEL_CARD.md: the fold, the classes in label order, the run's figures, each fold's split."""
+    results = json.loads((workdir / "results.json").read_text())
+    card = clf.card
+    assert card.startswith("# MA2MI micro-expression classifier: casme2, fold sub02")
+    assert "protocol leave-one-subject-out; this model's held-out subjects: sub02." in card
+    classes = ", ".join(f"{i} {name}" for i, name in enumerate(config.data.class_names))
+    assert f"Classes in label order: {classes}." in card
+    assert f"Selection: the last epoch ({config.train.epochs}) of every fold; pooled over 4 folds" in card
+    assert f"UF1 {results['uf1']:.3f}, UAR {results['uar']:.3f}" in card
+    assert ("best_epoch_per_fold_test_selected" in results) == ("optimistic" in card)
+    sub02 = next(f for f in results["per_fold"] if f["fold"] == "sub02")
+    assert f"| sub02 | sub02 | 15 | 5 | {100 * sub02['accuracy']:.1f} % |" in card
+    assert f"- seed {config.seed}," in card and str(workdir.absolute()) in card
+    assert model_card.preview(card) == card.splitlines()[:4]
+
+
+def test_the_card_labels_the_test_selected_figure_and_reads_without_a_run():
+    meta = {"fold": "sub01", "class_names": ["negative", "positive"], "test_subjects": ["sub01"],
+            "config": {"data": {"name": "samm"}, "protocol": {"name": "kfold", "num_folds": 5}, "seed": 3}}
+    results = {"epochs": 80, "n": 10, "accuracy": 0.5, "uf1": 0.4, "uar": 0.45, "per_fold": [{}, {}],
+               "best_epoch_per_fold_test_selected": {"label": finetune.BEST_EPOCH_LABEL, "accuracy": 0.7,
+                                                     "uf1": 0.6, "uar": 0.65}}  # fmt: skip
+    card = model_card.render(meta, "classifier.json", results)
+    assert "protocol 5-fold subject-independent" in card and "0 negative, 1 positive" in card
+    selection = "Selection: the last epoch (80) of every fold; pooled over 2 folds, 10 samples: accuracy 50.0"
+    bound = "Best epoch per fold, selected on the test subject — optimistic, not a valid estimate: accuracy"
+    assert selection in card and bound in card and "accuracy 70.0 %, UF1 0.600, UAR 0.650" in card
+    bare = model_card.render(meta, "classifier.json")
+    assert "Selection: the last epoch of training (no cross-validation results" in bare and "seed 3" in bare
+
+
 def test_export_load_predict_reproduces_training_predictions(trained, tmp_path):
     _, workdir, config = trained
     (path,) = finetune.export_from_workdir(workdir, tmp_path / "sub02", fold="sub02")
@@ -56,6 +88,7 @@ def test_export_load_predict_reproduces_training_predictions(trained, tmp_path):
             got["class_index"] == int(np.argmax(p))
             and got["class_name"] == clf.class_names[int(np.argmax(p))]
         )
+    _assert_the_card_describes_the_run(clf, workdir, config)
     s = held_out[0]
     np.testing.assert_allclose(
         clf.predict_clip(os.path.dirname(s.onset_path), s.onset, s.apex)["probabilities"],
@@ -154,6 +187,8 @@ def test_scripts_export_and_predict(trained, tmp_path, compile_cache):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert pred.returncode == 0, pred.stderr[-2000:]
+    card = (tmp_path / "m" / model_card.CARD_FILE).read_text()
+    assert pred.stdout.startswith("\n".join(model_card.preview(card)) + "\n")  # predict shows the card first
     expected = _fold_probabilities(workdir, "sub04")[0]
     assert f"prediction: {config.data.class_names[int(np.argmax(expected))]}" in pred.stdout
     assert f"{config.data.class_names[0]:<12} {expected[0]:.4f}" in pred.stdout

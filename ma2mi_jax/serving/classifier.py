@@ -31,6 +31,7 @@ from ma2mi_jax.data.media import decode, frames
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.errors import ExistsError, NotFoundError
 from ma2mi_jax.models import miacnet
+from ma2mi_jax.serving import model_card
 
 FORMAT = "ma2mi_jax.classifier"
 FORMAT_VERSION = 1
@@ -64,10 +65,13 @@ def export_classifier(
     test_subjects: Sequence[str] = (),
     source: str = "",
     overwrite: bool = False,
+    run_results: dict | None = None,
+    run_plan: dict | None = None,
 ) -> Path:
-    """Write an exported classifier folder (atomically); returns its path.
+    """Write an exported classifier folder (atomically) with its model card; returns its path.
 
-    variables: {"params", "batch_stats"} of ONE MIACClassifier (no fold axis).
+    variables: {"params", "batch_stats"} of ONE MIACClassifier (no fold axis). `run_results` and
+    `run_plan` (the cross-validation's results.json and plan.json) fill the card's figures and folds.
     """
     out = Path(out_dir).absolute()
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -97,6 +101,8 @@ def export_classifier(
         tree = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
         checkpoints.save_tree(Path(tmp) / VARIABLES_DIR, tree)
         (Path(tmp) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        card = model_card.render(meta, META_FILE, run_results, run_plan)
+        (Path(tmp) / model_card.CARD_FILE).write_text(card)
     return out
 
 
@@ -171,6 +177,7 @@ class Classifier:
     class_names: tuple[str, ...]
     image_size: int
     meta: dict
+    card: str = ""  # MODEL_CARD.md of the export ("" for exports written before cards)
 
     def __post_init__(self) -> None:
         def probs(variables, onset, apex):  # uint8[B,H,W,3] x2 -> f32[B,N]
@@ -224,10 +231,12 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
     meta = read_meta(path)
     model = _model(meta)
     variables = jax.tree.map(jnp.asarray, load_exported_variables(path))
+    card = Path(path) / model_card.CARD_FILE
     return Classifier(
         model=model,
         variables=variables,
         class_names=tuple(meta["class_names"]),
         image_size=int(meta["image_size"]),
         meta=meta,
+        card=card.read_text() if card.is_file() else "",
     )

@@ -19,6 +19,7 @@ import numpy as np
 
 from ma2mi_jax import checkpoints
 from ma2mi_jax.errors import NotFoundError, WorkdirError
+from ma2mi_jax.evaluation import report
 from ma2mi_jax.serving import classifier
 from ma2mi_jax.train.finetune.fold_step import take_fold
 
@@ -109,6 +110,8 @@ def export_from_workdir(
         targets = [(fold, Path(out))]
     else:
         targets = [(name, Path(out) / name) for name in trained_fold_names(workdir)]
+    results_path = Path(workdir) / report.RESULTS_JSON
+    results = json.loads(results_path.read_text()) if results_path.is_file() else None
     written = []
     for name, path in targets:
         variables, config, test_subjects = load_fold_variables(workdir, name)
@@ -121,6 +124,8 @@ def export_from_workdir(
                 test_subjects=test_subjects,
                 source=str(Path(workdir).absolute()),
                 overwrite=overwrite,
+                run_results=results,
+                run_plan=_read_plan(Path(workdir)),
             )
         )
     return written
