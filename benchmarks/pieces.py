@@ -168,7 +168,8 @@ def pieces() -> list[str]:
         f"batchnorm_fwd_bwd_ms: {median_ms(bn_step, bn_vars, y):.3f} ms (train mode, the stem's output)"
     )
 
-    trunk = resnet.ResNet18Trunk(width=w)
+    ops = kernels.trunk_ops() if kernels is not None else None  # the library's forms, where it has them
+    trunk = resnet.ResNet18Trunk(width=w) if ops is None else resnet.ResNet18Trunk(width=w, ops=ops)
     t_vars = trunk.init(jax.random.PRNGKey(0), x, train=False)
     g_out = normal(b, grid, grid, 8 * w)
 

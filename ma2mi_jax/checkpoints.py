@@ -17,7 +17,6 @@ import base64
 import json
 import logging
 import os
-import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -172,7 +171,8 @@ class Checkpoints:
 
     def _intact(self) -> str:
         """What a failed save leaves: the newest complete checkpoint, which resuming starts from."""
-        last = max(self.manager.all_steps(), default=None)
+        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        last = max((int(e) for e in names if e.isdigit()), default=None)  # renamed into place: complete
         return f"the last complete checkpoint (step {last}) is intact" if last is not None else ""
 
     def restore(self, step: int, target: PyTree) -> tuple[PyTree, dict[str, Any]]:
@@ -193,6 +193,13 @@ class Checkpoints:
         )
         return out["state"], {name: out[name] for name in self.json_items}
 
+    def _restore_twice(self, step: int, target: PyTree) -> tuple[PyTree, dict[str, Any]]:
+        """`_restore`, tried a second time before a failure counts (a passing network file system error)."""
+        try:
+            return self._restore(step, target)
+        except Exception:  # retried once; the second failure is the one that counts
+            return self._restore(step, target)
+
     def _mismatch(self, step: int, err: Exception) -> CheckpointError:
         return CheckpointError(
             f"{self.directory}/{step}: cannot restore into this run's state ({_first_line(err)}); the "
@@ -210,8 +217,10 @@ class Checkpoints:
         failures: list[tuple[int, Exception]] = []
         for step in reversed(steps):
             try:
-                state, items = self._restore(step, target)
+                state, items = self._restore_twice(step, target)
             except Exception as err:  # Orbax and TensorStore raise many types for damaged files
+                if not self._fits(step, target):
+                    raise self._mismatch(step, err) from None  # another architecture, not damage
                 failures.append((step, err))
                 continue
             for bad, err in failures:
@@ -242,14 +251,14 @@ class Checkpoints:
         """Move damaged checkpoint `step` out of the manager's folder and say which one is used instead."""
         aside = os.path.join(self.directory + ".damaged", str(step))
         if jax.process_index() == 0:
+            while os.path.exists(aside):  # damaged before: keep both
+                aside += "+"
             print(
                 f"checkpoint step {step} in {self.directory} is damaged ({_first_line(err)}); "
                 f"moved to {aside}; resuming from step {fallback}",
                 flush=True,
             )
             os.makedirs(os.path.dirname(aside), exist_ok=True)
-            if os.path.exists(aside):
-                shutil.rmtree(aside)
             os.rename(os.path.join(self.directory, str(step)), aside)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"damaged checkpoint {step} set aside")

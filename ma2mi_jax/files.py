@@ -27,11 +27,33 @@ from ma2mi_jax.errors import DiskFullError
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it, then putting it back)."""
+def _read_umask() -> int:
+    """The process's file-creation mask (read by setting it, then putting it back: at import only,
+    before any thread writes files)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporaries `atomic_path` / `atomic_dir` left under `folder` when a process was
+    killed between writing and renaming; returns their paths. Nothing else is touched."""
+    removed = []
+    for root, dirs, names in os.walk(folder):
+        for name in [*names, *dirs]:
+            if name.startswith(".") and (".tmp-" in name or ".old-" in name):
+                path = os.path.join(root, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if os.path.isdir(os.path.join(root, d))]
+    return removed
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -73,7 +95,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     with reporting_disk_full(path, "the previous file, if any, is unchanged"):
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=folder)
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # the mode open() would give, not mkstemp's private 0600
+        os.chmod(tmp, 0o666 & ~_UMASK)  # the mode open() would give, not mkstemp's private 0600
         try:
             yield tmp
             os.replace(tmp, path)
@@ -93,6 +115,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     with reporting_disk_full(path, "the previous folder, if any, is unchanged"):
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+        os.chmod(tmp, 0o777 & ~_UMASK)  # the mode os.makedirs would give, not mkdtemp's private 0700
         try:
             yield tmp
             old = None

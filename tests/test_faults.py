@@ -37,35 +37,45 @@ def _write_lock(workdir, **holder) -> str:
     return path
 
 
-def test_a_live_holder_is_refused_by_name_and_a_dead_one_taken_over(tmp_path, capsys):
+def test_a_held_lock_is_refused_by_name_and_a_dead_runs_lock_taken_over(tmp_path, capsys):
     workdir = str(tmp_path / "wd")
-    path = workdir_lock.acquire(workdir)
-    holder = json.loads(Path(path).read_text())
+    path = os.path.join(workdir, workdir_lock.LOCK_FILE)
+    fd = workdir_lock.acquire(workdir)
+    holder = workdir_lock.holder(workdir)
     assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
     with pytest.raises(errors.WorkdirError, match=rf"in use by another run: pid {os.getpid()} on host"):
-        workdir_lock.acquire(workdir)
-    workdir_lock.release(path)
-    assert not os.path.exists(path)
+        workdir_lock.acquire(workdir)  # held by this open file: another open is refused
+    workdir_lock.release(fd, workdir)
+    assert workdir_lock.holder(workdir) is None and Path(path).read_text() == ""
 
-    _write_lock(workdir, pid=_dead_pid())
-    assert workdir_lock.acquire(workdir) == path  # stale: the process is gone
-    assert "taking over the lock of a run that is gone" in capsys.readouterr().out
-    assert json.loads(Path(path).read_text())["pid"] == os.getpid()
-    workdir_lock.release(path)
-
-    # The pid exists but belongs to a process that started at another time: reused, so stale.
-    _write_lock(workdir, pid=os.getpid(), start_ticks=-1)
-    assert workdir_lock.acquire(workdir) == path
-    workdir_lock.release(path)
+    # What a kill -9 leaves: the file names a run, but the kernel's lock went with its process.
+    _write_lock(workdir, pid=_dead_pid(), host="node-17")
+    fd = workdir_lock.acquire(workdir)
+    said = capsys.readouterr().out
+    assert "taking over the lock of a run that is gone: pid" in said and "node-17" in said
+    assert workdir_lock.holder(workdir)["pid"] == os.getpid()
+    workdir_lock.release(fd, workdir)
 
 
-def test_a_lock_of_another_host_is_refused_with_the_way_out(tmp_path):
+def test_without_file_locks_the_file_decides(tmp_path, monkeypatch, capsys):
+    """On a file system without flock: a live process's lock is refused, a gone or reused pid's taken."""
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(workdir_lock.fcntl, "flock", no_locks)
     workdir = str(tmp_path / "wd")
-    path = _write_lock(workdir, pid=_dead_pid(), host="node-17")
+    path = _write_lock(workdir, pid=os.getppid(), start_ticks=workdir_lock._start_ticks(os.getppid()))
+    with pytest.raises(errors.WorkdirError, match=rf"in use by another run: pid {os.getppid()}"):
+        workdir_lock.acquire(workdir)
+    _write_lock(workdir, pid=_dead_pid())
+    workdir_lock.release(workdir_lock.acquire(workdir), workdir)
+    _write_lock(workdir, pid=os.getppid(), start_ticks=-1)  # the pid was reused by another process
+    workdir_lock.release(workdir_lock.acquire(workdir), workdir)
+    assert capsys.readouterr().out.count("taking over the lock of a run that is gone") == 2
+    _write_lock(workdir, pid=_dead_pid(), host="node-17")  # another host: cannot be told from here
     with pytest.raises(errors.WorkdirError, match=rf"host node-17.*delete {path} if that run is gone"):
         workdir_lock.acquire(workdir)
-    workdir_lock.release(path)  # not ours: left alone
-    assert os.path.exists(path)
 
 
 def test_held_removes_the_workdir_it_created_when_the_run_left_it_empty(tmp_path):
@@ -85,11 +95,10 @@ def test_cli_a_second_run_into_the_same_workdir_is_refused_at_once(data_root, tm
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        lock = workdir / workdir_lock.LOCK_FILE
         deadline = time.time() + 120
-        while not lock.exists() and first.poll() is None and time.time() < deadline:
+        while workdir_lock.holder(str(workdir)) is None and first.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        assert lock.exists(), "the first run did not take the lock"
+        assert workdir_lock.holder(str(workdir)), "the first run did not take the lock"
         second = run_script([*LOSO, f"--config.data.root={data_root}", "--workdir", str(workdir)])
         assert_reported(second, f"workdir {workdir} is in use by another run: pid {first.pid} on host")
     finally:
@@ -167,7 +176,7 @@ def test_cli_a_dead_process_stops_the_others_within_the_heartbeat_timeout(tmp_pa
                                           stdout=out, stderr=subprocess.STDOUT))  # fmt: skip
     try:
         deadline = time.time() + 180
-        while not (tmp_path / "wd" / workdir_lock.LOCK_FILE).exists() and time.time() < deadline:
+        while workdir_lock.holder(str(tmp_path / "wd")) is None and time.time() < deadline:
             assert procs[0].poll() is None, logs[0].read_text()[-3000:]
             time.sleep(0.1)
         procs[1].kill()
@@ -181,3 +190,20 @@ def test_cli_a_dead_process_stops_the_others_within_the_heartbeat_timeout(tmp_pa
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_the_temporaries_of_a_killed_write_are_cleared_and_nothing_else(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    keep = [tmp_path / "results.json", tmp_path / "checkpoints" / "notes.tmp-x", tmp_path / ".hidden"]
+    for path in keep:
+        path.write_text("{}")
+    left = [tmp_path / ".results.json.tmp-ab12", tmp_path / "checkpoints" / ".config.json.tmp-1.json"]
+    for path in left:
+        path.write_text("{")
+    (tmp_path / ".export.tmp-77").mkdir()
+    (tmp_path / ".export.tmp-77" / "meta.json").write_text("{}")
+    (tmp_path / ".export.old-78").mkdir()
+    removed = files.remove_leftovers(tmp_path)
+    folders = [tmp_path / ".export.tmp-77", tmp_path / ".export.old-78"]
+    assert sorted(removed) == sorted(str(p) for p in [*left, *folders])
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in left)

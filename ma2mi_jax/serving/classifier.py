@@ -102,7 +102,7 @@ def export_classifier(
         checkpoints.save_tree(Path(tmp) / VARIABLES_DIR, tree)
         (Path(tmp) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         card = model_card.render(meta, META_FILE, run_results, run_plan)
-        (Path(tmp) / model_card.CARD_FILE).write_text(card)
+        (Path(tmp) / model_card.CARD_FILE).write_text(card, encoding="utf-8")
     return out
 
 
@@ -238,5 +238,5 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
         class_names=tuple(meta["class_names"]),
         image_size=int(meta["image_size"]),
         meta=meta,
-        card=card.read_text() if card.is_file() else "",
+        card=card.read_text(encoding="utf-8") if card.is_file() else "",
     )

@@ -31,16 +31,29 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def watching() -> Iterator[None]:
-    """Turn SIGTERM into a stop request for the duration of the block (main thread only)."""
+    """Turn SIGTERM into a stop request for the duration of the block (main thread only).
+
+    A request the job never acted on (it came during the last step, or the final writes) is passed
+    on when the block ends: the previous handler gets the signal, so a workflow that runs several
+    jobs stops instead of starting the next one.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _requested.clear()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    stopped = False
     try:
         yield
+    except PreemptedError:
+        stopped = True
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if stopped:
+            _requested.clear()
+        elif _requested.is_set():
+            _requested.clear()
+            signal.raise_signal(signal.SIGTERM)
 
 
 def requested() -> bool:

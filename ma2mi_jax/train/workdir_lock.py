@@ -1,16 +1,19 @@
-"""One run per workdir: a lock file naming the holder, taken before any data is read.
+"""One run per workdir: `<workdir>/.lock`, held with the kernel's file lock, taken before any data is read.
 
-`<workdir>/.lock` holds the host, pid and start time of the run's process 0. A second run into the
-same workdir is refused at once with a message naming the first. A lock left by a run that died
-(kill -9, a crashed node) is stale when its process no longer exists on this host, or exists but
-started at another time (the pid was reused): it is taken over, and the run says so. A lock of
-another host cannot be checked from here: the message says how to remove it if that run is gone.
-Only process 0 of a multi-process job takes the lock; the others share its workdir.
+Process 0 of a run holds an exclusive `flock` on `<workdir>/.lock` for the whole run and writes its
+host, pid and start time into the file. The kernel drops the lock when the process ends, however it
+ends (kill -9 included), so a lock left by a dead run is free and is taken over, with a line saying
+whose it was. A second run into the same workdir finds the lock held and is refused at once with a
+message naming the first; in a multi-process job every process learns of the refusal. On a file
+system without file locks the file alone decides: a lock whose process is gone from this host (or
+whose pid was reused) is taken over, and another host's is refused with the way to remove it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import socket
@@ -18,10 +21,13 @@ import time
 from collections.abc import Iterator
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from ma2mi_jax.errors import WorkdirError
 
 LOCK_FILE = ".lock"
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -32,6 +38,11 @@ def _start_ticks(pid: int) -> int | None:
         return int(fields[19])  # field 22 of proc(5); fields[0] is field 3
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _me() -> dict:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start_ticks": _start_ticks(pid), "time": time.time()}
 
 
 def _alive(holder: dict) -> bool:
@@ -54,7 +65,7 @@ def _read(path: str) -> dict:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
-        return {}  # being written, or garbage: treated as held by an unknown run
+        return {}
 
 
 def _describe(holder: dict, path: str) -> str:
@@ -62,61 +73,101 @@ def _describe(holder: dict, path: str) -> str:
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, since {since} ({path})"
 
 
-def _create(path: str) -> bool:
-    """Write the lock if no file is there; False when another process holds it."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    pid = os.getpid()
-    holder = {"host": socket.gethostname(), "pid": pid, "start_ticks": _start_ticks(pid), "time": time.time()}
-    with os.fdopen(fd, "w") as f:
-        json.dump(holder, f)
-    return True
+def _refused(workdir: str, holder: dict, path: str) -> WorkdirError:
+    return WorkdirError(
+        f"workdir {workdir} is in use by another run: {_describe(holder, path)}; wait for it to "
+        f"finish, choose another --workdir, or delete {path} if that run is gone"
+    )
 
 
-def acquire(workdir: str) -> str:
-    """Take `<workdir>/.lock` (the folder is created); WorkdirError naming the holder when it is taken."""
+def _write(fd: int, holder: dict) -> None:
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(holder).encode())
+
+
+def _acquire_by_file(workdir: str, path: str) -> int:
+    """Where the file system has no locks: the file's holder decides (see the module docstring)."""
+    holder = _read(path)
+    if holder and _alive(holder) and int(holder.get("pid", -1)) != os.getpid():
+        raise _refused(workdir, holder, path)
+    if holder:
+        print(f"taking over the lock of a run that is gone: {_describe(holder, path)}", flush=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _write(fd, _me())
+    return fd
+
+
+def acquire(workdir: str) -> int:
+    """Hold `<workdir>/.lock` (the folder is created); its descriptor. WorkdirError when it is held."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, LOCK_FILE)
-    for _ in range(3):
-        if _create(path):
-            return path
-        holder = _read(path)
-        if holder and not _alive(holder):
-            print(f"taking over the lock of a run that is gone: {_describe(holder, path)}", flush=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-            continue
-        raise WorkdirError(
-            f"workdir {workdir} is in use by another run: {_describe(holder, path)}; wait for it to "
-            f"finish, choose another --workdir, or delete {path} if that run is gone"
-        )
-    raise WorkdirError(f"workdir {workdir}: could not take {path}; other runs keep taking it")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _refused(workdir, _read(path), path) from None
+    except OSError as err:
+        os.close(fd)
+        if err.errno not in _NO_LOCKS:
+            raise
+        return _acquire_by_file(workdir, path)
+    before = _read(path)
+    if before:
+        print(f"taking over the lock of a run that is gone: {_describe(before, path)}", flush=True)
+    _write(fd, _me())
+    return fd
 
 
-def release(path: str) -> None:
-    """Remove the lock this process holds (a lock another run has taken over is left alone)."""
-    if int(_read(path).get("pid", -1)) == os.getpid():
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
+def release(fd: int, workdir: str) -> None:
+    """Give the lock up: the file is emptied (no holder) and the kernel lock dropped."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+    os.close(fd)
+
+
+def holder(workdir: str) -> dict | None:
+    """The holder of the workdir's lock as its file names it, or None when nobody holds it."""
+    path = os.path.join(workdir, LOCK_FILE)
+    if not os.path.exists(path):
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read(path)
+    finally:
+        os.close(fd)
+    return None
 
 
 @contextlib.contextmanager
 def held(workdir: str) -> Iterator[None]:
-    """Hold the workdir's lock on process 0 for the duration of the block.
+    """Hold the workdir's lock (process 0) for the duration of the block; every process is refused together.
 
-    A workdir the block found missing and left empty (the run stopped before writing) is removed.
+    A workdir the block found missing and left empty but for the lock (the run stopped before
+    writing) is removed.
     """
-    if jax.process_index() != 0:
-        yield
-        return
     created = not os.path.isdir(workdir)
-    path = acquire(workdir)
+    fd, refusal = None, None
+    if jax.process_index() == 0:
+        try:
+            fd = acquire(workdir)
+        except WorkdirError as err:
+            refusal = err
+    if jax.process_count() > 1:
+        ok = multihost_utils.broadcast_one_to_all(np.asarray(refusal is None, np.int32))
+        if not int(ok) and refusal is None:
+            raise WorkdirError(f"workdir {workdir} is in use by another run (process 0 says which)")
+    if refusal is not None:
+        raise refusal
     try:
         yield
     finally:
-        release(path)
-        if created:
-            with contextlib.suppress(OSError):
-                os.rmdir(workdir)  # only when empty
+        if fd is not None:
+            release(fd, workdir)
+            if created and os.listdir(workdir) == [LOCK_FILE]:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(workdir, LOCK_FILE))
+                    os.rmdir(workdir)

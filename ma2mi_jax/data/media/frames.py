@@ -62,7 +62,9 @@ def path_problem(path: str) -> str:
         if os.path.islink(path):
             if err.errno == errno.ELOOP:
                 return "is a symbolic link loop"
-            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+            if err.errno == errno.ENOENT:
+                return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+            return f"is a symbolic link to {os.readlink(path)}, which cannot be read ({err.strerror})"
         if err.errno == errno.ENOENT:
             return "does not exist"
         return f"cannot be read ({err.strerror})"

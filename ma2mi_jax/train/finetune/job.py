@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -43,6 +44,8 @@ def run_cross_validation(
 
 def _cross_validate(config: ml_collections.ConfigDict, workdir: Path, batch_source: BatchSource) -> dict:
     """Read, plan, initialise, train every group and write the results in `workdir` (held by this run)."""
+    if jax.process_index() == 0 and workdir.is_dir():
+        files.remove_leftovers(workdir)  # of a run killed while writing
     samples, pairs = read_data(config)
     specs = plan.fold_specs_from_protocol(config, samples)
     final = plan.final_fold(len(specs), len(samples)) if config.finetune.final_model else None
@@ -65,7 +68,9 @@ def _cross_validate(config: ml_collections.ConfigDict, workdir: Path, batch_sour
     scalars = observe.Scalars(str(workdir / "tb"))
     histories: dict[str, dict] = {}
     try:
-        for group in groups:
+        for i, group in enumerate(groups):
+            if i and preemption.requested():  # between groups: the finished ones are on disk
+                raise preemption.stop(f"before {group.name}", str(workdir))
             done = workdir_files.finished_group_path(workdir, group.name)
             if done.exists():
                 history = json.loads(done.read_text())

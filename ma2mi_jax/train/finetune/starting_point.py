@@ -90,10 +90,10 @@ def warn_random_vae(path: str) -> bool:
     """Warn (and return True) when the pre-training run at `path` predicted latents of a random VAE."""
     try:
         pre, _ = pretrained.pretraining_config(path)
-    except checkpoints.CheckpointError:
+    except (checkpoints.CheckpointError, ValueError):  # no pre-training, or an unreadable config
         return False
     latent = pre.get("objective") == "reconstruction" and pre.get("space") == "latent"
-    if not latent or str(pre.get("vae", {}).get("path", "")).strip():
+    if not latent or str((pre.get("vae") or {}).get("path", "")).strip():
         return False
     log.warning(
         "config.init=%s was pre-trained with a RANDOMLY INITIALISED VAE (its vae.path was empty): its "

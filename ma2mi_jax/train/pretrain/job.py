@@ -66,6 +66,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Read, build, resume and run the loop in `workdir` (held by this run); returns the final metrics."""
+    if jax.process_index() == 0:
+        files.remove_leftovers(workdir)  # of a run killed while writing
     run = setup.prepare(config, workdir)
     setup.say(
         f"pre-training: {len(run.clips)} clips ({len(run.eval_clips)} more held out for diagnostics), "

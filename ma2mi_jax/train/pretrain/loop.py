@@ -136,7 +136,9 @@ def _after_step(
         t0 = time.perf_counter()
         evaluate(loop, diag, state, vae_params, done)
         loop.speed.exclude(time.perf_counter() - t0)
-    stopping = done < run.total_steps and preemption.requested()
+    # Several processes agree through a collective: asked at log steps only, not to sync every step.
+    asked = jax.process_count() == 1 or done % c.train.log_every == 0
+    stopping = done < run.total_steps and asked and preemption.requested()
     if save or stopping:
         loop.ckpts.save(done, state.as_dict(), **checkpoints.run_items(iterator.get_state(), c))
     if stopping:
