@@ -45,7 +45,7 @@ def test_a_held_lock_is_refused_by_name_and_a_dead_runs_lock_taken_over(tmp_path
     assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
     with pytest.raises(errors.WorkdirError, match=rf"in use by another run: pid {os.getpid()} on host"):
         workdir_lock.acquire(workdir)  # held by this open file: another open is refused
-    workdir_lock.release(fd, workdir)
+    workdir_lock.release(fd)
     assert workdir_lock.holder(workdir) is None and Path(path).read_text() == ""
 
     # What a kill -9 leaves: the file names a run, but the kernel's lock went with its process.
@@ -54,7 +54,7 @@ def test_a_held_lock_is_refused_by_name_and_a_dead_runs_lock_taken_over(tmp_path
     said = capsys.readouterr().out
     assert "taking over the lock of a run that is gone: pid" in said and "node-17" in said
     assert workdir_lock.holder(workdir)["pid"] == os.getpid()
-    workdir_lock.release(fd, workdir)
+    workdir_lock.release(fd)
 
 
 def test_without_file_locks_the_file_decides(tmp_path, monkeypatch, capsys):
@@ -69,9 +69,9 @@ def test_without_file_locks_the_file_decides(tmp_path, monkeypatch, capsys):
     with pytest.raises(errors.WorkdirError, match=rf"in use by another run: pid {os.getppid()}"):
         workdir_lock.acquire(workdir)
     _write_lock(workdir, pid=_dead_pid())
-    workdir_lock.release(workdir_lock.acquire(workdir), workdir)
+    workdir_lock.release(workdir_lock.acquire(workdir))
     _write_lock(workdir, pid=os.getppid(), start_ticks=-1)  # the pid was reused by another process
-    workdir_lock.release(workdir_lock.acquire(workdir), workdir)
+    workdir_lock.release(workdir_lock.acquire(workdir))
     assert capsys.readouterr().out.count("taking over the lock of a run that is gone") == 2
     _write_lock(workdir, pid=_dead_pid(), host="node-17")  # another host: cannot be told from here
     with pytest.raises(errors.WorkdirError, match=rf"host node-17.*delete {path} if that run is gone"):

@@ -80,10 +80,15 @@ def _refused(workdir: str, holder: dict, path: str) -> WorkdirError:
     )
 
 
-def _write(fd: int, holder: dict) -> None:
+def _take(fd: int, path: str) -> int:
+    """Write this process into the lock file (saying whose lock it replaces, if any); returns `fd`."""
+    before = _read(path)
+    if before:
+        print(f"taking over the lock of a run that is gone: {_describe(before, path)}", flush=True)
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, json.dumps(holder).encode())
+    os.write(fd, json.dumps(_me()).encode())
+    return fd
 
 
 def _acquire_by_file(workdir: str, path: str) -> int:
@@ -91,11 +96,7 @@ def _acquire_by_file(workdir: str, path: str) -> int:
     holder = _read(path)
     if holder and _alive(holder) and int(holder.get("pid", -1)) != os.getpid():
         raise _refused(workdir, holder, path)
-    if holder:
-        print(f"taking over the lock of a run that is gone: {_describe(holder, path)}", flush=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    _write(fd, _me())
-    return fd
+    return _take(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), path)
 
 
 def acquire(workdir: str) -> int:
@@ -113,14 +114,10 @@ def acquire(workdir: str) -> int:
         if err.errno not in _NO_LOCKS:
             raise
         return _acquire_by_file(workdir, path)
-    before = _read(path)
-    if before:
-        print(f"taking over the lock of a run that is gone: {_describe(before, path)}", flush=True)
-    _write(fd, _me())
-    return fd
+    return _take(fd, path)
 
 
-def release(fd: int, workdir: str) -> None:
+def release(fd: int) -> None:
     """Give the lock up: the file is emptied (no holder) and the kernel lock dropped."""
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
@@ -166,7 +163,7 @@ def held(workdir: str) -> Iterator[None]:
         yield
     finally:
         if fd is not None:
-            release(fd, workdir)
+            release(fd)
             if created and os.listdir(workdir) == [LOCK_FILE]:
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(workdir, LOCK_FILE))

@@ -25,7 +25,7 @@ proxy in `calibrate`.
 - Determinism: the plan comes from `SeedSequence([seed, layout])`, each clip draws from its own
   stream `[seed, layout, clip index]` and each frame from `[..., frame]`, so the output does not
   depend on the number of workers; .xlsx files carry fixed timestamps. Same seed, same bytes.
-- Output is written to `<out>.tmp-XXXX` and renamed to `<out>` at the end; a non-empty `<out>`
+- Output is written to `.<out>.tmp-XXXX` and renamed to `<out>` at the end; a non-empty `<out>`
   is refused unless `--overwrite`. `preview.png` (onset | apex | |apex - onset| per class, or a
   macro strip) and `synthetic.json` (the arguments and every clip's AUs) land in the root.
 - `--workers N` renders with a process pool (same bytes); the default renders serially, which at
@@ -48,9 +48,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -58,7 +56,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ma2mi_jax import errors
+from ma2mi_jax import errors, files
 from ma2mi_jax.data.synthetic import layouts
 from ma2mi_jax.data.synthetic.knobs import REFERENCE_SIZE, Knobs
 from ma2mi_jax.data.synthetic.layouts import PROFILES, ClipSpec
@@ -80,7 +78,8 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, file=sys.stderr)
 
 
-def _prepare_out(out: str, overwrite: bool) -> str:
+def _check_out(out: str, overwrite: bool) -> None:
+    """ExistsError unless `out` is missing, an empty folder, or a folder `overwrite` allows replacing."""
     out = os.path.abspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise errors.ExistsError(f"--out {out} exists and is not a folder; choose another path")
@@ -88,23 +87,6 @@ def _prepare_out(out: str, overwrite: bool) -> str:
         raise errors.ExistsError(
             f"--out {out} exists and is not empty; pass --overwrite to replace it or choose another path"
         )
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    return tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=os.path.dirname(out))
-
-
-def _commit(tmp: str, out: str) -> None:
-    """Move the finished folder into place; an existing `out` is removed only after the move."""
-    out = os.path.abspath(out)
-    old = None
-    if os.path.isdir(out):
-        if os.listdir(out):
-            old = tempfile.mkdtemp(prefix=os.path.basename(out) + ".old-", dir=os.path.dirname(out))
-            os.rename(out, os.path.join(old, "x"))
-        else:
-            os.rmdir(out)
-    os.rename(tmp, out)
-    if old:
-        shutil.rmtree(old)
 
 
 def generate(
@@ -125,8 +107,8 @@ def generate(
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     knobs = knobs or Knobs()
     specs = plan(layout, seed, clips_scale, knobs)
-    tmp = _prepare_out(out, overwrite)
-    try:
+    _check_out(out, overwrite)
+    with files.atomic_dir(out) as tmp:
         jobs = [(tmp, s, size, knobs) for s in specs]
         pairs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         with _progress(len(specs), f"{layout} {size}px", progress) as bar:
@@ -150,10 +132,6 @@ def generate(
                 os.path.join(tmp, "preview.png"),
                 cv2.cvtColor(_preview(specs, pairs, size, knobs), cv2.COLOR_RGB2BGR),
             )
-        _commit(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return specs
 
 
