@@ -182,6 +182,9 @@ def _finetune_switches() -> ml_collections.ConfigDict:
             "head_init": "zero",
             "aux_rec_weight": 0.0,  # > 0 keeps L_rec as an auxiliary loss (needs the DiT)
             "final_model": False,  # also train one model on all subjects for export
+            # Training subjects of each fold held out to choose its epoch (docs/results.md#model-selection);
+            # 0 = off, the paper's protocol: train on every training subject, report the last epoch.
+            "validation_subjects": 0,
         }
     )
 

@@ -97,7 +97,7 @@ def _dec(x: float | None) -> str:
 
 
 def console_table(results: dict, paths: dict[str, str | os.PathLike] | None = None) -> str:
-    """Per-fold n / accuracy, pooled accuracy, UF1, UAR, the optional test-selected line, and output paths."""
+    """Per-fold n / accuracy, pooled accuracy, UF1, UAR, the labelled selected-epoch lines, output paths."""
     lines = []
     width = max([len("fold")] + [len(str(f["fold"])) for f in results["per_fold"]])
     lines.append(f"{'fold':<{width}}  {'n':>4}  {'acc %':>6}  test subjects")
@@ -114,12 +114,13 @@ def console_table(results: dict, paths: dict[str, str | os.PathLike] | None = No
     lines.append(
         f"  accuracy {_pct(results['accuracy'])} %   UF1 {_dec(results['uf1'])}   UAR {_dec(results['uar'])}"
     )
-    best = results.get("best_epoch_per_fold_test_selected")
-    if best:
-        lines.append(
-            f"  [{best['label']}] accuracy {_pct(best['accuracy'])} %   UF1 {_dec(best['uf1'])}   "
-            f"UAR {_dec(best['uar'])}"
-        )
+    for key in ("validation_selected", "best_epoch_per_fold_test_selected"):
+        other = results.get(key)
+        if other:
+            lines.append(
+                f"  [{other['label']}] accuracy {_pct(other['accuracy'])} %   UF1 {_dec(other['uf1'])}   "
+                f"UAR {_dec(other['uar'])}"
+            )
     for name, p in (paths or {}).items():
         lines.append(f"  {name}: {p}")
     return "\n".join(lines)

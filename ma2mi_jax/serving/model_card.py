@@ -50,10 +50,11 @@ def _selection(results: dict) -> list[str]:
         f"Selection: the last epoch ({results.get('epochs')}) of every fold; pooled over "
         f"{len(results.get('per_fold', []))} folds, {results.get('n')} samples: {_figures(results)}.",
     ]
-    best = results.get("best_epoch_per_fold_test_selected") or {}
-    if best:
-        label = best.get("label", "best epoch per fold, selected on the test subject")
-        lines.append(f"{label[0].upper()}{label[1:]}: {_figures(best)}.")
+    for key in ("validation_selected", "best_epoch_per_fold_test_selected"):
+        other = results.get(key) or {}
+        if other:
+            label = other.get("label", key.replace("_", " "))
+            lines.append(f"{label[0].upper()}{label[1:]}: {_figures(other)}.")
     return lines
 
 

@@ -29,6 +29,10 @@ def _check_train(c: ml_collections.ConfigDict, problems: list[str]) -> None:
         )
     if str(c.finetune.head_init) not in HEAD_INITS:
         problems.append(f"finetune.head_init must be one of {list(HEAD_INITS)}, got {c.finetune.head_init!r}")
+    if int(c.finetune.validation_subjects) < 0:
+        problems.append(
+            f"finetune.validation_subjects must be >= 0 (0 = off), got {c.finetune.validation_subjects}"
+        )
     if int(c.finetune.folds_per_step) < 0:
         problems.append(f"finetune.folds_per_step must be >= 0 (0 = all), got {c.finetune.folds_per_step}")
 

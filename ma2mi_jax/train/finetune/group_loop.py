@@ -107,11 +107,19 @@ class GroupTrainer:
         state, metrics = self.runner.run_epoch(state, self.batches.epoch(epoch), self.keys, on_fold)  # [S,F]
         return state, {k: float(np.mean(v[:, : len(self.real)])) for k, v in metrics.items()}
 
-    def evaluate(self, state: GroupState) -> list[np.ndarray]:
-        """Probabilities f32[n_test, N] of every real fold's held-out samples through its own model."""
-        idx, mask = eval_index_batches([f.test_indices for f in self.padded], self.eval_batch_size)
+    def evaluate(self, state: GroupState) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Probabilities of every real fold's held-out samples through its own model.
+
+        Returns (test f32[n_test, N] per fold, validation f32[n_validation, N] per fold).
+        """
+        held = [np.concatenate([f.test_indices, f.validation_indices]) for f in self.padded]
+        idx, mask = eval_index_batches(held, self.eval_batch_size)
         probs = self.runner.predict(state, idx)  # [nb,F,B,N]
-        return [probs[:, f][mask[:, f]] for f in range(len(self.real))]
+        per_fold = [probs[:, f][mask[:, f]] for f in range(len(self.real))]  # [n_test + n_validation, N]
+        cut = [len(f.test_indices) for f in self.real]
+        return [p[:n] for p, n in zip(per_fold, cut, strict=True)], [
+            p[n:] for p, n in zip(per_fold, cut, strict=True)
+        ]
 
 
 def build_group(
@@ -205,14 +213,22 @@ def check_finite(stats: dict, group: str, epoch: int) -> None:
 
 
 def _record_evaluation(
-    trainer: GroupTrainer, history: dict, epoch: int, probabilities: list[np.ndarray]
+    trainer: GroupTrainer,
+    history: dict,
+    epoch: int,
+    probabilities: list[np.ndarray],
+    validation: list[np.ndarray],
 ) -> float:
-    """Append the epoch's predictions to `history`; returns the held-out accuracy."""
+    """Append the epoch's test (and validation) predictions to `history`; returns the held-out accuracy."""
     history["epochs"].append(epoch)
     correct = total = 0
-    for f, p in zip(trainer.real, probabilities, strict=True):
+    for f, p, v in zip(trainer.real, probabilities, validation, strict=True):
         pred = p.argmax(-1)
         history["predictions"][f.name].append(pred.tolist())
+        if len(f.validation_indices):
+            history.setdefault("validation_predictions", {}).setdefault(f.name, []).append(
+                v.argmax(-1).tolist()
+            )
         correct += int((pred == trainer.labels[f.test_indices]).sum())
         total += len(pred)
     return correct / max(total, 1)
@@ -255,8 +271,8 @@ def _evaluate_into(
     trainer: GroupTrainer, state: GroupState, history: dict, epoch: int
 ) -> tuple[list[np.ndarray], float, str]:
     """Evaluate every real fold, record its predictions: (probabilities per fold, accuracy, log text)."""
-    probabilities = trainer.evaluate(state)
-    accuracy = _record_evaluation(trainer, history, epoch, probabilities)
+    probabilities, validation = trainer.evaluate(state)
+    accuracy = _record_evaluation(trainer, history, epoch, probabilities, validation)
     n = sum(len(f.test_indices) for f in trainer.real)
     return probabilities, accuracy, f" | held-out acc {accuracy:.3f} ({n} samples)"
 

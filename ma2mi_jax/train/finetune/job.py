@@ -47,7 +47,12 @@ def _cross_validate(config: ml_collections.ConfigDict, workdir: Path, batch_sour
     if jax.process_index() == 0 and workdir.is_dir():
         files.remove_leftovers(workdir)  # of a run killed while writing
     samples, pairs = read_data(config)
-    specs = plan.fold_specs_from_protocol(config, samples)
+    specs = plan.hold_out_validation(
+        plan.fold_specs_from_protocol(config, samples),
+        samples,
+        int(config.finetune.validation_subjects),
+        int(config.seed),
+    )
     final = plan.final_fold(len(specs), len(samples)) if config.finetune.final_model else None
     groups = plan.make_groups(specs, int(config.finetune.folds_per_step), int(config.train.batch_size), final)
     model = build_classifier(config)

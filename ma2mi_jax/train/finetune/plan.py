@@ -14,12 +14,15 @@ import numpy as np
 
 from ma2mi_jax import files
 from ma2mi_jax.data import protocols
+from ma2mi_jax.data.media.frames import natural_key
 from ma2mi_jax.data.records import DataError, MicroSample
-from ma2mi_jax.errors import WorkdirError
+from ma2mi_jax.errors import ConfigError, WorkdirError
 from ma2mi_jax.train.finetune import workdir_files
 from ma2mi_jax.train.finetune.workdir_files import FINAL_FOLD
 
 log = logging.getLogger(__name__)
+
+_VALIDATION_STREAM = 7  # separates the validation draw's random stream from the folds' batch streams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,9 @@ class FoldSpec:
     test_subjects: tuple[str, ...]
     train_indices: np.ndarray
     test_indices: np.ndarray
+    # finetune.validation_subjects > 0: training subjects held out to choose the epoch (not trained on)
+    validation_subjects: tuple[str, ...] = ()
+    validation_indices: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +74,8 @@ def plan_dict(
     aux_weight = float(config.finetune.aux_rec_weight)
     # Only when on, so that the plans of runs without the auxiliary loss keep their keys.
     aux_plan = {"aux_rec_weight": aux_weight} if aux_weight > 0 else {}
+    held = int(config.finetune.validation_subjects)
+    validation_plan = {"validation_subjects": held} if held > 0 else {}
     return {
         "dataset": config.data.name,
         "num_samples": len(samples),
@@ -76,6 +84,7 @@ def plan_dict(
         "epochs": int(config.train.epochs),
         "batch_size": int(config.train.batch_size),
         **aux_plan,
+        **validation_plan,
         "groups": [
             {
                 "name": g.name,
@@ -86,12 +95,23 @@ def plan_dict(
                         "test_subjects": list(f.test_subjects),
                         "num_train": len(f.train_indices),
                         "num_test": len(f.test_indices),
+                        **_validation_entry(f),
                     }
                     for f in g.folds
                 ],
             }
             for g in groups
         ],
+    }
+
+
+def _validation_entry(fold: FoldSpec) -> dict:
+    """The fold's validation subjects for plan.json (nothing when it has none)."""
+    if not fold.validation_subjects:
+        return {}
+    return {
+        "validation_subjects": list(fold.validation_subjects),
+        "num_validation": len(fold.validation_indices),
     }
 
 
@@ -133,6 +153,40 @@ def fold_specs_from_protocol(
             )
         specs.append(FoldSpec(i, str(f.name), tuple(str(s) for s in f.test_subjects), train, test))
     return specs
+
+
+def hold_out_validation(
+    specs: Sequence[FoldSpec], samples: Sequence[MicroSample], count: int, seed: int
+) -> list[FoldSpec]:
+    """Each fold with `count` of its training subjects moved to a validation set (0 = unchanged).
+
+    The subjects are drawn at random from the fold's training subjects, seeded by (seed, the fold's
+    index), so the same config holds out the same subjects; at least one training subject remains.
+    """
+    if count <= 0:
+        return list(specs)
+    subjects = np.asarray([s.subject for s in samples], dtype=object)
+    held_specs = []
+    for f in specs:
+        train_subjects = sorted(set(subjects[f.train_indices].tolist()), key=natural_key)
+        if count >= len(train_subjects):
+            raise ConfigError(
+                f"finetune.validation_subjects={count} leaves fold {f.name} no training subject (it has "
+                f"{len(train_subjects)}); lower it"
+            )
+        rng = np.random.default_rng([seed, f.index, _VALIDATION_STREAM])
+        chosen = sorted((train_subjects[i] for i in rng.choice(len(train_subjects), count, replace=False)),
+                        key=natural_key)  # fmt: skip
+        is_val = np.isin(subjects[f.train_indices], chosen)
+        held_specs.append(
+            dataclasses.replace(
+                f,
+                train_indices=f.train_indices[~is_val],
+                validation_subjects=tuple(chosen),
+                validation_indices=f.train_indices[is_val],
+            )
+        )
+    return held_specs
 
 
 def final_fold(num_folds: int, num_samples: int) -> FoldSpec:

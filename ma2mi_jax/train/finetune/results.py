@@ -1,4 +1,5 @@
-"""Per-fold evaluation histories in, pooled last-epoch metrics out (and the test-selected bound apart)."""
+"""Per-fold evaluation histories in, pooled metrics out: the last epoch (reported), the epoch chosen
+on validation subjects (when held out) and the test-selected bound, each labelled."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ma2mi_jax.evaluation import metrics
 from ma2mi_jax.train.finetune.plan import FoldSpec
 
 BEST_EPOCH_LABEL = "best epoch per fold, selected on the test subject — optimistic, not a valid estimate"
+VALIDATION_LABEL = "epoch per fold selected on held-out training subjects — a valid estimate"
 
 
 def prediction_rows(samples: Sequence[MicroSample], fold: FoldSpec, probabilities: np.ndarray) -> list[dict]:
@@ -43,22 +45,71 @@ def test_selected_bound(
     """
     if not any(len(histories[f.name]["epochs"]) > 1 for f in folds):
         return None
-    y_true, y_pred, per_fold = [], [], []
+    chosen, per_fold = [], []
     for f in folds:
         hist = histories[f.name]
         truth = np.asarray([samples[int(i)].label for i in f.test_indices])
-        per_epoch = [np.asarray(p) for p in hist["predictions"][f.name]]
-        accs = [float((p == truth).mean()) for p in per_epoch]
+        accs = [float((np.asarray(p) == truth).mean()) for p in hist["predictions"][f.name]]
         b = int(np.argmax(accs))
+        chosen.append(b)
         per_fold.append({"fold": f.name, "epoch": hist["epochs"][b], "accuracy": accs[b]})
-        y_true.extend(truth.tolist())
-        y_pred.extend(per_epoch[b].tolist())
-    best = metrics.summarize(np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64), num_classes)
+    best = _pooled_at(samples, folds, histories, chosen, num_classes)
     return {
         "label": BEST_EPOCH_LABEL,
         "accuracy": best["accuracy"],
         "uf1": best["uf1"],
         "uar": best["uar"],
+        "per_fold": per_fold,
+    }
+
+
+def _pooled_at(
+    samples: Sequence[MicroSample],
+    folds: Sequence[FoldSpec],
+    histories: dict[str, dict],
+    chosen: list[int],
+    num_classes: int,
+) -> dict:
+    """Pooled accuracy, UF1 and UAR of each fold's test predictions at its chosen evaluation (index)."""
+    y_true, y_pred = [], []
+    for f, b in zip(folds, chosen, strict=True):
+        y_true.extend(samples[int(i)].label for i in f.test_indices)
+        y_pred.extend(histories[f.name]["predictions"][f.name][b])
+    return metrics.summarize(np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64), num_classes)
+
+
+def validation_selected(
+    samples: Sequence[MicroSample], folds: Sequence[FoldSpec], histories: dict[str, dict], num_classes: int
+) -> dict | None:
+    """Metrics at each fold's epoch of best accuracy on its validation subjects (None without them).
+
+    Ties go to the later epoch (nearer the last-epoch default). The test subjects play no part in
+    the choice, so this is a valid estimate (docs/results.md#model-selection).
+    """
+    if not any(len(f.validation_indices) for f in folds):
+        return None
+    chosen, per_fold = [], []
+    for f in folds:
+        hist = histories[f.name]
+        truth = np.asarray([samples[int(i)].label for i in f.validation_indices])
+        accs = [float((np.asarray(p) == truth).mean()) for p in hist["validation_predictions"][f.name]]
+        b = len(accs) - 1 - int(np.argmax(accs[::-1]))  # [n_evaluations], the latest best
+        chosen.append(b)
+        per_fold.append(
+            {
+                "fold": f.name,
+                "epoch": hist["epochs"][b],
+                "validation_subjects": list(f.validation_subjects),
+                "validation_accuracy": accs[b],
+                "n_validation": len(truth),
+            }
+        )
+    pooled = _pooled_at(samples, folds, histories, chosen, num_classes)
+    return {
+        "label": VALIDATION_LABEL,
+        "accuracy": pooled["accuracy"],
+        "uf1": pooled["uf1"],
+        "uar": pooled["uar"],
         "per_fold": per_fold,
     }
 
@@ -111,6 +162,9 @@ def assemble_results(
         "per_fold": per_fold,
         "init": init_line,
     }
+    selected = validation_selected(samples, evaluated, histories, len(class_names))
+    if selected is not None:
+        results["validation_selected"] = selected
     bound = test_selected_bound(samples, evaluated, histories, len(class_names))
     if bound is not None:
         results["best_epoch_per_fold_test_selected"] = bound
