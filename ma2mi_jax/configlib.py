@@ -15,6 +15,19 @@ CASME2_CLASSES = ("happiness", "disgust", "repression", "surprise", "others")
 SAMM_CLASSES = ("happiness", "anger", "contempt", "surprise", "others")
 MMEW_CLASSES = ("happiness", "surprise", "anger", "disgust", "fear", "sadness")
 DFEW_CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+# MEGC 2019 composite (CASME II + SAMM + SMIC-HS), in the order of the challenge's ground-truth file
+# (See et al., "MEGC 2019 - The Second Facial Micro-Expressions Grand Challenge", FG 2019), and the
+# raw emotions each class gathers; "others" maps to none of them and is dropped.
+MEGC2019_CLASSES = ("negative", "positive", "surprise")
+MEGC2019_LABEL_MAP = {
+    "repression": "negative",
+    "anger": "negative",
+    "contempt": "negative",
+    "disgust": "negative",
+    "fear": "negative",
+    "sadness": "negative",
+    "happiness": "positive",
+}
 
 KNOWN_ARGS = ("tiny",)
 
@@ -144,9 +157,16 @@ def _micro_data() -> ml_collections.ConfigDict:
     """The fine-tuning data defaults: a micro-expression set (`data.name`) and its pairs' augmentation."""
     return ml_collections.ConfigDict(
         {
-            "name": "casme2",  # casme2 | samm | mmew
+            "name": "casme2",  # casme2 | samm | mmew | smic | megc2019 (CASME II + SAMM + SMIC-HS)
             "root": "",
+            # megc2019 only: a database's folder elsewhere than <root>/CASME2, <root>/SAMM, <root>/SMIC
+            "roots": {"casme2": "", "samm": "", "smic": ""},
             "sheet": "",  # annotation file; "" = find the data set's default in the root
+            # SMIC-HS (smic, megc2019) annotates no apex: "middle" = the frame nearest to the middle
+            # of the clip, "motion" = the frame differing most from the onset, compared as grayscale
+            # images resized to smic_motion_size x smic_motion_size pixels.
+            "smic_apex": "middle",
+            "smic_motion_size": 64,
             "image_size": 224,
             "class_names": CASME2_CLASSES,
             # Raw (lower-cased) emotion strings mapped onto class names; others are dropped.

@@ -2,6 +2,7 @@
 
 python scripts/generate_synthetic.py --out data/synthetic/casme2 --layout casme2
 python scripts/generate_synthetic.py --out data/synthetic/dfew --layout dfew --size 224 --workers 8
+python scripts/generate_synthetic.py --out data/synthetic/megc2019 --layout megc2019   # CASME2/ SAMM/ SMIC/
 python scripts/generate_synthetic.py --calibrate --micro_intensity 2   # proxy UF1 only, writes nothing
 The layouts, flags, knobs and determinism: ma2mi_jax/data/synthetic/README.md.
 """
@@ -16,7 +17,9 @@ from ma2mi_jax.data.synthetic.knobs import Knobs
 from ma2mi_jax.data.synthetic.planning import LAYOUTS
 
 _OUT = flags.DEFINE_string("out", None, "Output folder: the reader's data root (needed unless --calibrate).")
-_LAYOUT = flags.DEFINE_enum("layout", "casme2", list(LAYOUTS), "Release layout to write.")
+_LAYOUT = flags.DEFINE_enum(
+    "layout", "casme2", [*LAYOUTS, *generator.COMPOSITES], "Release layout (or composite) to write."
+)
 _SIZE = flags.DEFINE_integer("size", 64, "Frame side in pixels (64 for CPU, 224 possible).", lower_bound=16)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the whole set: same seed, same bytes.")
 _CLIPS_SCALE = flags.DEFINE_float("clips_scale", 1.0, "Scale every class count (min 1 each) and subjects.")
@@ -30,6 +33,11 @@ _CALIBRATE = flags.DEFINE_bool(
 _KNOBS = {  # one flag per difficulty knob, e.g. --macro_jitter
     k.name: flags.DEFINE_float(k.name, k.default, k.metadata["help"]) for k in dataclasses.fields(Knobs)
 }
+flags.register_multi_flags_validator(
+    ["layout", "calibrate"],
+    lambda v: not (v["calibrate"] and v["layout"] in generator.COMPOSITES),
+    "--calibrate measures one layout, not a composite",
+)
 flags.register_validator("clips_scale", lambda v: v > 0, "--clips_scale must be > 0")
 flags.register_multi_flags_validator(
     ["out", "calibrate"], lambda v: bool(v["out"] or v["calibrate"]), "--out is required (unless --calibrate)"

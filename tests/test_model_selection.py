@@ -110,7 +110,7 @@ def test_run_with_validation_subjects(data_root, tmp_path, capsys):
     assert all(f["epoch"] in (1, 2, 3) and f["n_validation"] == 5 for f in val["per_fold"])
     assert json.loads((tmp_path / "results.json").read_text())["validation_selected"] == val
     assert val["label"] in capsys.readouterr().out
-    with pytest.raises(ConfigError, match="finetune.validation_subjects must be >= 0"):
+    with pytest.raises(ConfigError, match=r"finetune\.validation_subjects must be >= 0"):
         finetune.run_cross_validation(
             tiny_finetune_config(data_root, str(tmp_path / "bad"), **{"finetune.validation_subjects": -1}),
             str(tmp_path / "bad"),

@@ -249,7 +249,8 @@ def test_samm_via_config_dispatch(tmp_path):
     samples, report = readers.read_micro(cfg)
     assert len(samples) == 6 and report.dataset == "samm"
     cfg.name = "casme3"
-    with pytest.raises(ValueError, match=r"data\.name='casme3'.*\['casme2', 'samm', 'mmew'\]"):
+    valid = r"\['casme2', 'samm', 'mmew', 'smic', 'megc2019'\]"
+    with pytest.raises(ValueError, match=rf"data\.name='casme3'.*{valid}"):
         readers.read_micro(cfg)
     cfg.name, cfg.root = "samm", str(tmp_path / "missing")
     with pytest.raises(DataError, match=r"missing not found \(config key data\.root\)"):

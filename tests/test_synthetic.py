@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from ma2mi_jax import cli, configlib, errors
-from ma2mi_jax.data.synthetic import action_units, faces, generator, layouts, planning, rendering
+from ma2mi_jax.data.synthetic import (
+    action_units,
+    annotation_files,
+    faces,
+    generator,
+    layouts,
+    planning,
+    rendering,
+)
 from ma2mi_jax.data.synthetic.knobs import Knobs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -265,7 +273,7 @@ def test_refuses_a_non_empty_out_and_leaves_nothing_half_written(tmp_path, monke
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(layouts, "write_annotations", broken)
+    monkeypatch.setattr(annotation_files, "write_annotations", broken)
     with pytest.raises(OSError, match="disk full"):
         generator.generate("mmew", str(out), size=SIZE, clips_scale=0.05, progress=False, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["data"] and os.listdir(out) == ["keep.txt"]

@@ -126,3 +126,19 @@ def pooled_and_per_fold(
         entry["fold"] = name
         per_fold.append(entry)
     return pooled, per_fold
+
+
+def per_dataset_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], dataset_of_sample: Sequence[str], num_classes: int
+) -> dict[str, dict]:
+    """Each data set's own metrics (`summarize` of its pooled predictions), in first-seen order.
+
+    Empty when every sample comes from one data set: the pooled figures are then that data set's.
+    """
+    t, p, ds = np.asarray(y_true), np.asarray(y_pred), np.asarray(dataset_of_sample, dtype=object)
+    if not (t.shape == p.shape == ds.shape):
+        raise ValueError(f"length mismatch: y_true {t.shape}, y_pred {p.shape}, datasets {ds.shape}")
+    names = list(dict.fromkeys(ds.tolist()))
+    if len(names) < 2:
+        return {}
+    return {name: summarize(t[ds == name], p[ds == name], num_classes) for name in names}

@@ -96,6 +96,17 @@ def _dec(x: float | None) -> str:
     return "   -  " if x is None or not math.isfinite(x) else f"{x:.4f}"
 
 
+def per_dataset_lines(results: dict) -> list[str]:
+    """One line per data set of a composite run (results["per_dataset"]): n, accuracy, UF1, UAR."""
+    entries = results.get("per_dataset") or {}
+    width = max((len(name) for name in entries), default=0)
+    return [
+        f"  {name:<{width}}  n {m['n']:>4}   accuracy {_pct(m['accuracy'])} %   UF1 {_dec(m['uf1'])}   "
+        f"UAR {_dec(m['uar'])}"
+        for name, m in entries.items()
+    ]
+
+
 def console_table(results: dict, paths: dict[str, str | os.PathLike] | None = None) -> str:
     """Per-fold n / accuracy, pooled accuracy, UF1, UAR, the labelled selected-epoch lines, output paths."""
     lines = []
@@ -114,6 +125,7 @@ def console_table(results: dict, paths: dict[str, str | os.PathLike] | None = No
     lines.append(
         f"  accuracy {_pct(results['accuracy'])} %   UF1 {_dec(results['uf1'])}   UAR {_dec(results['uar'])}"
     )
+    lines += per_dataset_lines(results)
     for key in ("validation_selected", "best_epoch_per_fold_test_selected"):
         other = results.get(key)
         if other:

@@ -6,11 +6,17 @@ import os
 from typing import Any
 
 from ma2mi_jax.data.media import frames
-from ma2mi_jax.data.readers import afew, casme2, dfew, ferv39k, macro_folders, mmew, samm
+from ma2mi_jax.data.readers import afew, casme2, dfew, ferv39k, macro_folders, megc2019, mmew, samm, smic
 from ma2mi_jax.data.records import DataError, MacroClip, MicroSample, ReadReport
 from ma2mi_jax.errors import ConfigError
 
-MICRO_READERS = {"casme2": casme2.read, "samm": samm.read, "mmew": mmew.read}
+MICRO_READERS = {
+    "casme2": casme2.read,
+    "samm": samm.read,
+    "mmew": mmew.read,
+    "smic": smic.read,
+    "megc2019": megc2019.read,
+}
 MACRO_NAMES = ("dfew", "ferv39k", "afew", "frames", "videos")
 
 
@@ -43,17 +49,41 @@ def _name(cfg: Any, valid: tuple[str, ...]) -> str:
     return name
 
 
+def _smic_options(cfg: Any) -> dict[str, Any]:
+    """The SMIC-HS apex rule and motion size (data.smic_apex, data.smic_motion_size)."""
+    size = _get(cfg, "smic_motion_size", None)
+    if size is None:
+        raise ConfigError("data.smic_motion_size is not set: SMIC-HS needs it (configlib sets the default)")
+    return {"smic_apex": str(_get(cfg, "smic_apex", "middle")), "smic_motion_size": int(size)}
+
+
+def _megc_roots(cfg: Any) -> dict[str, str]:
+    """The three database folders of data.name=megc2019 (data.root and data.roots)."""
+    if str(_get(cfg, "sheet", "")):
+        raise ConfigError(
+            "data.sheet names one sheet, but megc2019 reads each database's own sheet from its folder; "
+            "leave data.sheet empty"
+        )
+    roots = _get(cfg, "roots", {})
+    overrides = roots.to_dict() if hasattr(roots, "to_dict") else dict(roots)
+    return megc2019.database_roots(str(_get(cfg, "root", "")), overrides)
+
+
 def read_micro(data_cfg: Any) -> tuple[list[MicroSample], ReadReport]:
     """Validated micro-expression samples and their report for `data_cfg` (name, root, sheet, ...)."""
     name = _name(data_cfg, tuple(MICRO_READERS))
+    common = {
+        "class_names": tuple(_get(data_cfg, "class_names", ())),
+        "label_map": dict(_get(data_cfg, "label_map", {})),
+        "strict": bool(_get(data_cfg, "strict", True)),
+    }
+    if name == "megc2019":
+        return megc2019.read(_megc_roots(data_cfg), **common, **_smic_options(data_cfg))
     root = _root(data_cfg)
-    return MICRO_READERS[name](
-        root,
-        sheet=str(_get(data_cfg, "sheet", "")),
-        class_names=tuple(_get(data_cfg, "class_names", ())),
-        label_map=dict(_get(data_cfg, "label_map", {})),
-        strict=bool(_get(data_cfg, "strict", True)),
-    )
+    if name == "smic":
+        options = _smic_options(data_cfg)
+        return smic.read(root, **common, apex=options["smic_apex"], motion_size=options["smic_motion_size"])
+    return MICRO_READERS[name](root, sheet=str(_get(data_cfg, "sheet", "")), **common)
 
 
 def read_macro(data_cfg: Any) -> tuple[list[MacroClip], ReadReport]:

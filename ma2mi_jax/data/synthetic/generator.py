@@ -1,7 +1,8 @@
-"""Procedural micro/macro-expression data sets written in the official CASME II, SAMM, MMEW, DFEW layouts.
+"""Procedural micro/macro-expression data sets in the official CASME II, SAMM, MMEW, SMIC-HS, DFEW layouts.
 
     python scripts/generate_synthetic.py --out data/synthetic/casme2 --layout casme2
     python scripts/generate_synthetic.py --out data/synthetic/dfew --layout dfew
+    python scripts/generate_synthetic.py --out data/synthetic/megc2019 --layout megc2019  # 3 sets
 
 The layouts, flags, knobs, determinism and users of the generator: README.md next to this file.
 
@@ -12,7 +13,7 @@ written as JPEG frames plus the release's annotation sheet or split CSVs (`layou
 readers and pipelines are what runs on them. The difficulty knobs are in `knobs`, the calibration
 proxy in `calibrate`.
 
-- Micro sets (casme2, samm, mmew): the releases' class counts and subject ids (`clips_scale`
+- Micro sets (casme2, samm, mmew, smic): the releases' class counts and subject ids (`clips_scale`
   shrinks them), 12-20 frames per clip, one expression whose apex moves skin by about
   `micro_intensity` pixels at 64x64 (x0.5..1.5 per clip, scaled with the image size), nearly
   static heads (sub-pixel jitter), lighting drift, sensor noise and blinks as distractors.
@@ -57,11 +58,15 @@ import numpy as np
 from tqdm import tqdm
 
 from ma2mi_jax import errors, files
-from ma2mi_jax.data.synthetic import layouts
+from ma2mi_jax.data.readers import megc2019
+from ma2mi_jax.data.synthetic import annotation_files, layouts
 from ma2mi_jax.data.synthetic.knobs import REFERENCE_SIZE, Knobs
 from ma2mi_jax.data.synthetic.layouts import PROFILES, ClipSpec
 from ma2mi_jax.data.synthetic.planning import LAYOUT_CODE, plan
 from ma2mi_jax.data.synthetic.rendering import render_clip
+
+# Several layouts written side by side under one root, in the folders their composite reader expects.
+COMPOSITES: dict[str, dict[str, str]] = {"megc2019": dict(megc2019.FOLDERS)}
 
 
 def _render_and_write(args: tuple[str, ClipSpec, int, Knobs]) -> tuple[int, np.ndarray, np.ndarray]:
@@ -125,13 +130,43 @@ def generate(
                     pairs[idx] = (on, ap)
                     bar.update()
         rng = np.random.default_rng(np.random.SeedSequence([seed, LAYOUT_CODE[layout], 99]))
-        layouts.write_annotations(tmp, layout, specs, rng)
+        annotation_files.write_annotations(tmp, layout, specs, rng)
         _write_manifest(tmp, layout, size, seed, clips_scale, knobs, specs)
         if preview:
             cv2.imwrite(
                 os.path.join(tmp, "preview.png"),
                 cv2.cvtColor(_preview(specs, pairs, size, knobs), cv2.COLOR_RGB2BGR),
             )
+    return specs
+
+
+def generate_composite(
+    name: str,
+    out: str,
+    size: int = 64,
+    seed: int = 0,
+    *,
+    clips_scale: float = 1.0,
+    knobs: Knobs | None = None,
+    overwrite: bool = False,
+    workers: int = 0,
+    progress: bool = True,
+    preview: bool = True,
+) -> dict[str, list[ClipSpec]]:
+    """Generate every layout of composite `name` (megc2019: CASME2/, SAMM/, SMIC/) under `out`, atomically.
+
+    Each layout is the one `generate` writes alone (same seed, same bytes); returns layout -> specs.
+    """
+    if name not in COMPOSITES:
+        raise ValueError(f"unknown composite {name!r}; choose one of {', '.join(COMPOSITES)}")
+    _check_out(out, overwrite)
+    specs = {}
+    with files.atomic_dir(out) as tmp:
+        for layout, folder in COMPOSITES[name].items():
+            specs[layout] = generate(
+                layout, os.path.join(tmp, folder), size, seed, clips_scale=clips_scale, knobs=knobs,
+                workers=workers, progress=progress, preview=preview,
+            )  # fmt: skip
     return specs
 
 
@@ -148,20 +183,15 @@ def run(
     progress: bool = True,
     preview: bool = True,
 ) -> str:
-    """`generate` for scripts/generate_synthetic.py: returns the line it prints (clips, frames, seconds)."""
+    """`generate` (or `generate_composite`) for scripts/generate_synthetic.py: returns the line it prints."""
     start = time.perf_counter()
-    specs = generate(
-        layout,
-        out,
-        size,
-        seed,
-        clips_scale=clips_scale,
-        knobs=knobs,
-        overwrite=overwrite,
-        workers=workers,
-        progress=progress,
-        preview=preview,
-    )
+    options = {"clips_scale": clips_scale, "knobs": knobs, "overwrite": overwrite, "workers": workers,
+               "progress": progress, "preview": preview}  # fmt: skip
+    if layout in COMPOSITES:
+        parts = generate_composite(layout, out, size, seed, **options)
+        specs = [s for part in parts.values() for s in part]
+    else:
+        specs = generate(layout, out, size, seed, **options)
     frames = sum(s.num_frames for s in specs)
     return (
         f"wrote {len(specs)} clips ({frames} frames, {size}px, layout {layout}) to "

@@ -1,9 +1,9 @@
-"""How each release looks on disk, for the synthetic generator: counts, ids, names, sheets, paths.
+"""How each release looks on disk, for the synthetic generator: counts, ids, names, paths.
 
 One `Profile` per layout holds what the real release has (class counts, subject ids, emotion
-spellings, clip naming, frame numbering); the writers put annotation sheets (.xlsx through
-openpyxl, made byte-reproducible) and split CSVs exactly where docs/datasets.md says the
-releases put them, and `frame_relpath` names every frame file.
+spellings, clip naming, frame numbering); `frame_relpath` names every frame file, and
+`annotation_files` writes the sheets and split CSVs where docs/datasets.md says the releases put
+them.
 
 Layouts (paths relative to the generator's `--out`, which is the reader's root):
   casme2  CASME2-coding-20190701.xlsx (Sheet1) + Cropped/sub01/EP02_01f/reg_img46.jpg
@@ -13,16 +13,17 @@ Layouts (paths relative to the generator's `--out`, which is the reader's root):
           (the root is the release's MMEW_Final folder)
   dfew    Clip/clip_224x224/00001/00001_00001.jpg (that folder name at every size)
           + EmoLabel_DataSplit/{train,test}(single-labeled)/set_1..5.csv
+  smic    HS/s1/micro/negative/s1_ne_01/image046315.bmp, no sheet: each clip runs from onset to
+          offset (the expression starts at the first frame and ends at the last) and its emotion is
+          the folder name; negative is drawn from the negative prototypes (SMIC_NEGATIVE_AUS),
+          positive is happiness. Frames are BMP, as in the release (lossless: the JPEG quality
+          knob does not apply).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
-import re
-import zipfile
-from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -31,11 +32,7 @@ import numpy as np
 from ma2mi_jax.data.synthetic.action_units import Event
 
 JPEG_QUALITY = 95
-# Fixed timestamps make the .xlsx files byte-identical from run to run.
-_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
-_CORE_TIME = "2020-01-01T00:00:00Z"
 
-DFEW_LABELS = {"happy": 1, "sad": 2, "neutral": 3, "angry": 4, "surprise": 5, "disgust": 6, "fear": 7}
 # DFEW emotion -> AU table name (action_units.EMOTION_AUS).
 DFEW_TO_AU_EMOTION = {
     "happy": "happiness",
@@ -119,7 +116,22 @@ PROFILES: dict[str, Profile] = {
         (16, 32),
         100,
     ),
+    # SMIC-HS: 164 clips of 16 subjects (s1-s20, four absent), 100 fps; no sheet.
+    "smic": Profile(
+        "smic",
+        "micro",
+        (1, 2, 3, 4, 5, 6, 8, 9, 11, 12, 13, 14, 15, 18, 19, 20),
+        {"negative": 70, "positive": 51, "surprise": 43},
+        (1000, 90000),
+        (12, 20),
+        4,
+    ),
 }
+
+# SMIC-HS folder emotion -> AU table name; "negative" draws one of SMIC_NEGATIVE_AUS per clip.
+SMIC_TO_AU_EMOTION = {"positive": "happiness", "surprise": "surprise"}
+SMIC_NEGATIVE_AUS = ("anger", "contempt", "disgust", "fear", "sadness")
+SMIC_CLIP_CODE = {"negative": "ne", "positive": "po", "surprise": "sur"}
 
 SAMM_OBJECTIVE_CLASS = {
     "happiness": 1,
@@ -179,6 +191,8 @@ def clip_dir(spec: ClipSpec) -> str:
         return f"Micro_Expression/{spec.emotion}/{spec.filename}"
     if spec.layout == "dfew":
         return f"Clip/clip_224x224/{int(spec.filename):05d}"
+    if spec.layout == "smic":
+        return f"HS/s{spec.subject}/micro/{spec.emotion}/{spec.filename}"
     raise ValueError(f"unknown layout {spec.layout!r}")
 
 
@@ -192,6 +206,8 @@ def frame_relpath(spec: ClipSpec, number: int) -> str:
         return f"{d}/{spec.subject:03d}_{number:0{width}d}.jpg"
     if spec.layout == "mmew":
         return f"{d}/{number}.jpg"
+    if spec.layout == "smic":
+        return f"{d}/image{number:06d}.bmp"
     return f"{d}/{int(spec.filename):05d}_{number:05d}.jpg"
 
 
@@ -201,13 +217,18 @@ def clip_id(spec: ClipSpec) -> str:
         return f"sub{spec.subject:02d}/{spec.filename}"
     if spec.layout == "dfew":
         return f"{int(spec.filename):05d}"
+    if spec.layout == "smic":
+        return f"s{spec.subject}/{spec.filename}"
     return spec.filename
 
 
-def name_clip(layout: str, subject: int, taken: dict[str, int], rng: np.random.Generator) -> tuple[str, dict]:
+def name_clip(
+    layout: str, subject: int, taken: dict[str, int], rng: np.random.Generator, emotion: str = ""
+) -> tuple[str, dict]:
     """A release-style Filename new for this subject, and extra sheet fields (SAMM inducement etc.).
 
-    `taken` counts the names already given per stem (episode / inducement) for this subject.
+    `taken` counts the names already given per stem (episode / inducement / emotion) for this
+    subject; `emotion` names SMIC-HS clips (`s1_ne_01`).
     """
     extra: dict[str, Any] = {}
     if layout == "casme2":
@@ -222,6 +243,10 @@ def name_clip(layout: str, subject: int, taken: dict[str, int], rng: np.random.G
     if layout == "mmew":
         k = taken["S"] = taken.get("S", 0) + 1
         return f"S{subject:02d}_{k:02d}", extra
+    if layout == "smic":
+        stem = f"s{subject}_{SMIC_CLIP_CODE[emotion]}"
+        k = taken[stem] = taken.get(stem, 0) + 1
+        return f"{stem}_{k:02d}", extra
     raise ValueError(f"no clip names for layout {layout!r}")
 
 
@@ -234,164 +259,18 @@ def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buf.tobytes()
 
 
+def encode_bmp(rgb: np.ndarray) -> bytes:
+    """BMP bytes of a uint8[H,W,3] RGB frame."""
+    ok, buf = cv2.imencode(".bmp", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a BMP frame")
+    return buf.tobytes()
+
+
 def write_frames(root: str, spec: ClipSpec, frames: np.ndarray, quality: int = JPEG_QUALITY) -> None:
-    """Write a clip's frames uint8[T,H,W,3] as JPEG files (of `quality`) at their layout paths."""
+    """Write a clip's frames uint8[T,H,W,3] at their layout paths: JPEG of `quality`, or BMP (SMIC)."""
     os.makedirs(os.path.join(root, clip_dir(spec)), exist_ok=True)
     for number, frame in zip(spec.frame_numbers, frames, strict=True):
-        with open(os.path.join(root, frame_relpath(spec, number)), "wb") as f:
-            f.write(encode_jpeg(frame, quality))
-
-
-def write_xlsx(path: str, rows: Sequence[Sequence[Any]], title: str) -> None:
-    """Write one sheet of rows (None = empty cell) as a byte-reproducible .xlsx file."""
-    import openpyxl
-
-    book = openpyxl.Workbook()
-    sheet = book.active
-    sheet.title = title
-    for row in rows:
-        sheet.append(list(row))
-    raw = io.BytesIO()
-    book.save(raw)
-    # openpyxl stamps the save time into docProps/core.xml and every zip entry: pin both.
-    out = io.BytesIO()
-    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename == "docProps/core.xml":
-                text = data.decode("utf-8")
-                text = re.sub(r"(<dcterms:(?:created|modified)[^>]*>)[^<]*(<)", rf"\g<1>{_CORE_TIME}\2", text)
-                data = text.encode("utf-8")
-            info = zipfile.ZipInfo(item.filename, date_time=_ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o600 << 16
-            dst.writestr(info, data)
-    with open(path, "wb") as f:
-        f.write(out.getvalue())
-
-
-def _casme2_rows(specs: Sequence[ClipSpec]) -> list[list[Any]]:
-    head = [
-        "Subject",
-        "Filename",
-        None,
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        None,
-        "Action Units",
-        "Estimated Emotion",
-    ]
-    rows: list[list[Any]] = [head]
-    for s in specs:
-        rows.append([s.subject, s.filename, None, s.onset, s.apex, s.offset, None, s.extra["aus"], s.emotion])
-    return rows
-
-
-def _samm_rows(specs: Sequence[ClipSpec]) -> list[list[Any]]:
-    description = [
-        ["SAMM Micro-Movement FACS Codes (synthetic replica of the release layout)"],
-        [],
-        ["Each row is one micro-movement; frame numbers refer to the image files of the clip folder."],
-        ["Onset Frame: first frame of the movement"],
-        ["Apex Frame: frame of highest intensity"],
-        ["Offset Frame: last frame of the movement"],
-        ["Duration: Offset Frame - Onset Frame + 1"],
-        ["Micro: Micro or Macro"],
-        ["Action Units: FACS codes, L/R = left/right side of the face"],
-        ["Estimated Emotion: emotion assigned from the AUs and the inducement"],
-        ["Objective Classes: I-VII after Davison et al. (2018)"],
-        [],
-        [],
-    ]
-    head = [
-        "Subject",
-        "Filename",
-        "Inducement Code",
-        "Onset Frame",
-        "Apex Frame",
-        "Offset Frame",
-        "Duration",
-        "Micro",
-        "Action Units",
-        "Estimated Emotion",
-        "Objective Classes",
-        "Notes",
-    ]
-    rows: list[list[Any]] = [*description, head]
-    for s in specs:
-        rows.append(
-            [
-                s.subject,
-                s.filename,
-                s.extra["inducement"],
-                s.onset,
-                s.apex,
-                s.offset,
-                s.offset - s.onset + 1,
-                "Micro",
-                s.extra["aus"],
-                s.emotion,
-                s.extra["objective"],
-                None,
-            ]
-        )
-    return rows
-
-
-def _mmew_rows(specs: Sequence[ClipSpec]) -> list[list[Any]]:
-    head = [
-        "Subject",
-        "Filename",
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        "Action Units",
-        "Estimated Emotion",
-        "remarks",
-    ]
-    rows: list[list[Any]] = [head]
-    for s in specs:
-        rows.append([s.subject, s.filename, s.onset, s.apex, s.offset, s.extra["aus"], s.emotion, None])
-    return rows
-
-
-SHEETS = {
-    "casme2": ("CASME2-coding-20190701.xlsx", "Sheet1", _casme2_rows),
-    "samm": ("SAMM_Micro_FACS_Codes_v2.xlsx", "FACS_Movement_Only", _samm_rows),
-    "mmew": ("MMEW_Micro_Exp.xlsx", "Sheet1", _mmew_rows),
-}
-
-
-def dfew_folds(num_clips: int, rng: np.random.Generator, num_folds: int = 5) -> list[list[int]]:
-    """Clip numbers (1-based) of each DFEW test fold: a seeded partition into `num_folds` parts."""
-    order = rng.permutation(num_clips) + 1
-    return [sorted(int(v) for v in part) for part in np.array_split(order, num_folds)]
-
-
-def write_annotations(
-    root: str, layout: str, specs: Sequence[ClipSpec], rng: np.random.Generator
-) -> list[str]:
-    """Write the layout's sheet or split CSVs into `root`; returns the written paths."""
-    if layout in SHEETS:
-        name, title, make_rows = SHEETS[layout]
-        path = os.path.join(root, name)
-        write_xlsx(path, make_rows(specs), title)
-        if layout == "mmew":
-            os.makedirs(os.path.join(root, "Macro_Expression"), exist_ok=True)
-        return [path]
-    if layout != "dfew":
-        raise ValueError(f"unknown layout {layout!r}")
-    label = {int(s.filename): DFEW_LABELS[s.emotion] for s in specs}
-    written = []
-    for k, test in enumerate(dfew_folds(len(specs), rng), start=1):
-        test_set = set(test)
-        for part, members in (("train", [c for c in sorted(label) if c not in test_set]), ("test", test)):
-            folder = os.path.join(root, "EmoLabel_DataSplit", f"{part}(single-labeled)")
-            os.makedirs(folder, exist_ok=True)
-            path = os.path.join(folder, f"set_{k}.csv")
-            with open(path, "w", newline="") as f:
-                f.write("video_name,label\n")
-                f.writelines(f"{c},{label[c]}\n" for c in members)
-            written.append(path)
-    return written
+        path = os.path.join(root, frame_relpath(spec, number))
+        with open(path, "wb") as f:
+            f.write(encode_bmp(frame) if path.endswith(".bmp") else encode_jpeg(frame, quality))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,15 @@ def _assign_subjects(n_clips: int, subjects: Sequence[int], rng: np.random.Gener
     rest = rng.choice(len(subjects), size=n_clips - len(base), p=weights / weights.sum())
     out = base + [subjects[i] for i in rest]
     return [out[i] for i in rng.permutation(n_clips)]
+
+
+def _micro_au_emotion(layout: str, emotion: str, rng: np.random.Generator) -> str:
+    """The AU table name of a micro clip's emotion (SMIC-HS negative: one negative prototype, drawn)."""
+    if layout != "smic":
+        return emotion.lower()
+    if emotion == "negative":
+        return str(rng.choice(layouts.SMIC_NEGATIVE_AUS))
+    return layouts.SMIC_TO_AU_EMOTION[emotion]
 
 
 def _micro_event(emotion: str, num_frames: int, knobs: Knobs, rng: np.random.Generator) -> Event:
@@ -91,9 +101,11 @@ def plan(layout: str, seed: int = 0, clips_scale: float = 1.0, knobs: Knobs | No
         first = int(rng.integers(prof.first_frame[0], prof.first_frame[1] + 1))
         extra: dict[str, Any]
         if prof.kind == "micro":
-            au_emotion = emotion.lower()
-            name, extra = layouts.name_clip(layout, subject, taken.setdefault(subject, {}), rng)
+            au_emotion = _micro_au_emotion(layout, emotion, rng)
+            name, extra = layouts.name_clip(layout, subject, taken.setdefault(subject, {}), rng, emotion)
             events = [_micro_event(au_emotion, num_frames, knobs, rng)]
+            if layout == "smic":  # the release's clips are cut from onset to offset
+                events = [dataclasses.replace(events[0], onset=0, offset=num_frames - 1)]
         else:
             au_emotion = layouts.DFEW_TO_AU_EMOTION[emotion]
             name, extra = str(i + 1), {}

@@ -162,6 +162,12 @@ def assemble_results(
         "per_fold": per_fold,
         "init": init_line,
     }
+    datasets = [samples[int(i)].dataset for f in evaluated for i in f.test_indices]  # the order of `rows`
+    by_dataset = metrics.per_dataset_metrics(
+        [r["label"] for r in rows], [r["prediction"] for r in rows], datasets, len(class_names)
+    )
+    if by_dataset:  # a composite such as megc2019: each database's own UF1/UAR beside the pooled ones
+        results["per_dataset"] = by_dataset
     selected = validation_selected(samples, evaluated, histories, len(class_names))
     if selected is not None:
         results["validation_selected"] = selected
