@@ -23,7 +23,8 @@ mean/std the model applies. When the export registers its pairs (register_iterat
 difference is taken after registering x_t onto x_onset (`models.register.registered_motion`), as
 the model does, so head motion and lighting drift, which the model does not see, do not choose the
 apex. The earliest frame wins a tie. A blink or a head movement left after registration can
-outscore a faint expression: give the apex when it is known.
+outscore a faint expression: give the apex when it is known
+(docs/decisions.md#apex-of-a-users-clip).
 """
 
 from __future__ import annotations
