@@ -9,6 +9,7 @@ drift and blinks, so the finder's tests use its knobs for a stronger expression 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import jax
@@ -181,6 +182,10 @@ def test_bad_clips_say_what_is_wrong(tmp_path, still_clips):
     _bad(tmp_path / "zero.mp4", "missing or empty")
     (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 64)
     _bad(tmp_path / "junk.mp4", "OpenCV cannot open")
+    cut = tmp_path / "cut.avi"
+    data = Path(write_video(str(cut), frames)).read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # an interrupted copy: the header still counts every frame
+    _bad(cut, r"the video ends after \d+ frames, before frame index", face_crop="off")
     _bad(os.path.join(one, "img7.png"), "is one image, not a clip")
     _bad(tmp_path / "nowhere", "no such clip")
     with pytest.raises(ValueError, match="face_crop must be one of"):

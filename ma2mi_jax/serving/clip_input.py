@@ -113,7 +113,8 @@ def _iter_video(path: str, wanted: Sequence[int]) -> Iterator[tuple[int, np.ndar
                 ok = cap.grab()
             else:
                 ok, bgr = cap.read()
-                if ok and bgr is not None:
+                ok = ok and bgr is not None
+                if ok:
                     yield pos, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                     todo.pop(0)
             if not ok:
