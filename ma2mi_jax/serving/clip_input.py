@@ -65,7 +65,7 @@ class ClipSource:
         """The path, the kind of clip and its frames' names."""
         first, last = self.numbers[0], self.numbers[-1]
         if self.is_video:
-            return f"{self.path} (a video of {len(self.numbers)} frames, indices {first}..{last} from 0)"
+            return f"{self.path} (a video of {len(self.numbers)} frames, indices {first}..{last})"
         return f"{self.path} (a folder of {len(self.numbers)} frames, numbered {first}..{last})"
 
     def index(self, number: int, what: str) -> int:
