@@ -194,7 +194,8 @@ def test_scripts_export_and_predict(trained, tmp_path, compile_cache):
     assert f"{config.data.class_names[0]:<12} {expected[0]:.4f}" in pred.stdout
     assert (tmp_path / "heat.png").exists()
     bad = subprocess.run(
-        [sys.executable, "scripts/predict.py", f"--model={tmp_path / 'm'}", f"--clip={clip}"],
+        [sys.executable, "scripts/predict.py", f"--model={tmp_path / 'm'}", f"--clip={clip}",
+         f"--onset_frame={s.onset}", "--apex_frame=9999"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert bad.returncode != 0 and "--onset_frame" in bad.stderr
+    assert bad.returncode == 2 and f"error: {clip}: no frame 9999 for the apex" in bad.stderr

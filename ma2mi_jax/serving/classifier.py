@@ -1,4 +1,4 @@
-"""Exported classifiers: write one, load it in one call, predict from an onset/apex pair or a clip folder.
+"""Exported classifiers: write one, load it in one call, predict from an onset/apex pair or a clip.
 
 An export is a folder:
     classifier.json   format tag, class names, input size and normalisation, model architecture,
@@ -9,6 +9,15 @@ It is written under a temporary name and renamed into place, so a crash leaves n
     clf = ma2mi_jax.load_classifier("exports/sub01")
     clf.predict_pair("onset.jpg", "apex.jpg")          # {"class_name", "class_index", "probabilities"}
     clf.predict_clip("CASME2/Cropped/sub01/EP02_01f", onset=46, apex=59)
+    clf.predict_clip("me.mp4")    # the face cropped, onset = the first frame, apex found
+
+`predict_clip` takes a folder of numbered frames or a video file, and returns besides the prediction
+the frames it used ("onset_frame", "apex_frame": numbers in the file names, or a video's frame
+indices from 0; "unit" says which), "apex_rule" (how the apex was chosen) and "pair"
+(`clip_input.ClipPair`: the prepared frames and every choice). The face crop, the onset and the
+apex are chosen as `serving.clip_input` says: the apex, unless given, is the frame after the onset
+whose normalise(frame) - normalise(onset), registered when the model registers its pairs, has the
+largest mean absolute value.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from ma2mi_jax.data.media import decode, frames
 from ma2mi_jax.data.records import DataError
 from ma2mi_jax.errors import ExistsError, NotFoundError
 from ma2mi_jax.models import miacnet
-from ma2mi_jax.serving import model_card
+from ma2mi_jax.serving import clip_input, model_card
 
 FORMAT = "ma2mi_jax.classifier"
 FORMAT_VERSION = 1
@@ -207,9 +216,31 @@ class Classifier:
         i = int(np.argmax(p))
         return {"class_name": self.class_names[i], "class_index": i, "probabilities": p}
 
-    def predict_clip(self, folder: str | os.PathLike, onset: int, apex: int) -> dict:
-        """Prediction for a clip folder of numbered frames, given the onset and apex frame numbers."""
-        return self.predict_pair(*clip_frame_paths(folder, onset, apex))
+    def predict_clip(
+        self,
+        path: str | os.PathLike,
+        onset: int | None = None,
+        apex: int | None = None,
+        *,
+        face_crop: str = "auto",
+    ) -> dict:
+        """Prediction for a clip (frame folder or video): the first frame or `onset`, the found or given apex.
+
+        Returns predict_pair's keys and "onset_frame", "apex_frame", "unit", "apex_rule", "pair".
+        """
+        iterations = int(self.meta["model"].get("register_iterations", 0))
+        pair = clip_input.clip_pair(
+            path, self.image_size, iterations, onset=onset, apex=apex, face_crop=face_crop
+        )
+        result = self.predict_pair(pair.onset, pair.apex)
+        return {
+            **result,
+            "onset_frame": pair.onset_frame,
+            "apex_frame": pair.apex_frame,
+            "unit": pair.unit,
+            "apex_rule": pair.apex_rule,
+            "pair": pair,
+        }
 
 
 def clip_frame_paths(folder: str | os.PathLike, onset: int, apex: int) -> tuple[str, str]:

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 CASCADE = "haarcascade_frontalface_default.xml"
 Box = tuple[int, int, int]  # (x0, y0, side) of a square inside the frame
+NUM_PROBES = 5  # frames of a clip the detector looks at, evenly spaced
+MARGIN = 0.2  # the median face box grows by this fraction of its size on each side
 
 
 @functools.cache
@@ -68,8 +70,14 @@ def detect_face(rgb: np.ndarray, max_side: int = 640) -> tuple[int, int, int, in
     return tuple(round(float(v) / scale) for v in (x, y, fw, fh))  # type: ignore[return-value]
 
 
+def probe_indices(num_frames: int, num_probe: int = NUM_PROBES) -> list[int]:
+    """The (at most `num_probe`) evenly spaced frame indices, first and last included, to detect on."""
+    spaced = np.linspace(0, num_frames - 1, num=min(num_probe, num_frames)).round().astype(int)
+    return [int(i) for i in np.unique(spaced)]
+
+
 def square_box(
-    faces: Sequence[tuple[int, int, int, int]], height: int, width: int, margin: float = 0.2
+    faces: Sequence[tuple[int, int, int, int]], height: int, width: int, margin: float = MARGIN
 ) -> Box:
     """Median of face boxes, enlarged by `margin` of its size on each side, square, inside the frame."""
     if not faces:  # centre square of the frame
@@ -106,7 +114,7 @@ def _cached(clip: MacroClip, folder: str) -> MacroClip:
 
 
 def crop_clip(
-    clip: MacroClip, cache_dir: str, image_size: int, *, num_probe: int = 5, margin: float = 0.2
+    clip: MacroClip, cache_dir: str, image_size: int, *, num_probe: int = NUM_PROBES, margin: float = MARGIN
 ) -> MacroClip:
     """Face-crop one clip into the cache (once) and return it as a frame clip of cropped frames."""
     root = os.path.join(cache_dir, str(image_size))
@@ -115,7 +123,7 @@ def crop_clip(
         return _cached(clip, folder)
     frames = decode.read_all_clip_frames(clip)  # list of uint8[H,W,3], full resolution
     h, w = frames[0].shape[:2]
-    probes = np.unique(np.linspace(0, len(frames) - 1, num=min(num_probe, len(frames))).round().astype(int))
+    probes = probe_indices(len(frames), num_probe)
     faces = [f for f in (detect_face(frames[i]) for i in probes) if f is not None]
     box = square_box(faces, h, w, margin=margin)
     if not faces:
