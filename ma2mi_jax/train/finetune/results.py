@@ -162,17 +162,31 @@ def assemble_results(
         "per_fold": per_fold,
         "init": init_line,
     }
-    datasets = [samples[int(i)].dataset for f in evaluated for i in f.test_indices]  # the order of `rows`
-    by_dataset = metrics.per_dataset_metrics(
-        [r["label"] for r in rows], [r["prediction"] for r in rows], datasets, len(class_names)
-    )
-    if by_dataset:  # a composite such as megc2019: each database's own UF1/UAR beside the pooled ones
-        results["per_dataset"] = by_dataset
-    selected = validation_selected(samples, evaluated, histories, len(class_names))
-    if selected is not None:
-        results["validation_selected"] = selected
-    bound = test_selected_bound(samples, evaluated, histories, len(class_names))
-    if bound is not None:
-        results["best_epoch_per_fold_test_selected"] = bound
+    results.update(_other_figures(samples, evaluated, histories, rows, len(class_names)))
     results["config"] = checkpoints.config_to_dict(config)
     return results, rows
+
+
+def _other_figures(
+    samples: Sequence[MicroSample],
+    evaluated: Sequence[FoldSpec],
+    histories: dict[str, dict],
+    rows: list[dict],
+    num_classes: int,
+) -> dict:
+    """The figures beside the pooled last epoch, each only where it applies: per data set of a
+    composite, validation-selected, test-selected."""
+    figures = {}
+    datasets = [samples[int(i)].dataset for f in evaluated for i in f.test_indices]  # the order of `rows`
+    by_dataset = metrics.per_dataset_metrics(
+        [r["label"] for r in rows], [r["prediction"] for r in rows], datasets, num_classes
+    )
+    if by_dataset:  # a composite such as megc2019: each database's own UF1/UAR beside the pooled ones
+        figures["per_dataset"] = by_dataset
+    selected = validation_selected(samples, evaluated, histories, num_classes)
+    if selected is not None:
+        figures["validation_selected"] = selected
+    bound = test_selected_bound(samples, evaluated, histories, num_classes)
+    if bound is not None:
+        figures["best_epoch_per_fold_test_selected"] = bound
+    return figures
