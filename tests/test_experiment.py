@@ -78,3 +78,30 @@ def test_paired_table_lists_every_row_against_scratch():
     line = next(ln for ln in table.splitlines() if ln.startswith("| MA2MI, latent space"))
     assert "+0.1250 [" in line and "+0.200, +0.050" in line
     assert experiment.paired_table(rows, {"latent": runs["latent"]}, [0, 1]) == ""
+
+
+def test_selection_table_puts_the_three_epochs_side_by_side():
+    results = {
+        "validation_selected": {"uf1": 0.45},
+        "best_epoch_per_fold_test_selected": {"uf1": 0.7},
+    }
+    want = {"uf1_validation_selected": 0.45, "uf1_test_selected": 0.7}
+    assert experiment.selection_figures(results) == want
+    assert experiment.selection_figures({"uf1": 0.5}) == {}
+    runs = {
+        "scratch": [
+            {"uf1": 0.5, "uf1_validation_selected": 0.45, "uf1_test_selected": 0.7},
+            {"uf1": 0.6, "uf1_validation_selected": 0.5, "uf1_test_selected": 0.7},
+        ],
+        "latent": [{"uf1": 0.6}, {"uf1": 0.6}],  # run without validation subjects: no line
+    }
+    rows = [r for r in experiment.ROWS if r.name in runs]
+    table = experiment.selection_table(rows, runs)
+    (line,) = [ln for ln in table.splitlines() if ln.startswith("| no pre-training")]
+    cells = [c.strip() for c in line.split("|")[2:-1]]
+    assert cells[:3] == ["0.5500", "0.4750", "0.7000"]
+    # validation − last: −0.05, −0.10 -> mean −0.075; test − last: +0.2, +0.1 -> +0.15
+    assert cells[3].startswith("-0.0750 [") and cells[4].startswith("+0.1500 [")
+    assert cells[5].startswith("+0.2250 [")
+    assert "MA2MI, latent" not in table
+    assert experiment.selection_table(rows, {"latent": runs["latent"]}) == ""

@@ -5,8 +5,9 @@ and cross-validated fine-tuning from its checkpoint, repeated over seeds (the se
 pre-training, the random init of the scratch row and fine-tuning; the generated data sets and the
 domain autoencoder are shared by every run). Reported figures are last-epoch, pooled over folds,
 as mean ± std over seeds, and every row against the scratch row as a paired difference per seed
-with a 95 % interval (paired t). Every run keeps its own workdir, so an interrupted experiment
-resumes where it stopped.
+with a 95 % interval (paired t). Runs with `finetune.validation_subjects` > 0 add a table of the
+last-epoch, validation-selected and test-selected UF1 side by side. Every run keeps its own
+workdir, so an interrupted experiment resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -140,6 +141,40 @@ def paired_table(rows: Sequence[Row], results: Mapping[str, Sequence[dict]], see
     return "\n".join([*lines, ""])
 
 
+def selection_figures(results: Mapping[str, Any]) -> dict[str, float]:
+    """UF1 at the validation-selected and at the test-selected epoch of one run (where it has them)."""
+    keys = {
+        "validation_selected": "uf1_validation_selected",
+        "best_epoch_per_fold_test_selected": "uf1_test_selected",
+    }
+    return {name: float(results[key]["uf1"]) for key, name in keys.items() if key in results}
+
+
+def selection_table(rows: Sequence[Row], results: Mapping[str, Sequence[dict]]) -> str:
+    """Last-epoch, validation-selected and test-selected UF1 side by side, with the paired differences
+    (only rows run with finetune.validation_subjects > 0)."""
+    lines = [
+        "**Model selection: which epoch of each fold is read (UF1, mean over seeds; 95 % paired-t)**",
+        "",
+        "| setting | last epoch | validation-selected | test-selected (optimistic) "
+        "| validation − last | test-selected − last | test-selected − validation |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        runs = results.get(r.name, [])
+        if not runs or not all("uf1_validation_selected" in x for x in runs):
+            continue
+        last, val, best = (
+            [x[k] for x in runs] for k in ("uf1", "uf1_validation_selected", "uf1_test_selected")
+        )
+        lines.append(
+            f"| {r.label} | {np.mean(last):.4f} | {np.mean(val):.4f} | {np.mean(best):.4f} "
+            f"| {_interval(paired_difference(val, last))} | {_interval(paired_difference(best, last))} "
+            f"| {_interval(paired_difference(best, val))} |"
+        )
+    return "\n".join([*lines, ""]) if len(lines) > 4 else ""
+
+
 def _interval(d: Mapping[str, float]) -> str:
     if np.isnan(d["lo"]):
         return f"{d['mean']:+.4f}"
@@ -230,9 +265,16 @@ def run(
         for seed in seeds:
             print(f"[experiment] {row.name} seed {seed}", flush=True)
             r, p = run_one(row, seed, pretrain_config, loso_config, paths, out)
-            results.setdefault(row.name, []).append({**{m: r[m] for m in METRICS}, "probe_uf1": p["uf1"]})
+            figures = {**{m: r[m] for m in METRICS}, "probe_uf1": p["uf1"], **selection_figures(r)}
+            results.setdefault(row.name, []).append(figures)
     stats = aggregate(results)
-    table = markdown_table(rows, stats, results) + "\n" + paired_table(rows, results, seeds)
+    table = "\n".join(
+        [
+            markdown_table(rows, stats, results),
+            paired_table(rows, results, seeds),
+            selection_table(rows, results),
+        ]
+    )
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table)
     with open(os.path.join(out, "results.json"), "w") as f:
