@@ -205,6 +205,9 @@ def _finetune_switches() -> ml_collections.ConfigDict:
             # Training subjects of each fold held out to choose its epoch (docs/results.md#model-selection);
             # 0 = off, the paper's protocol: train on every training subject, report the last epoch.
             "validation_subjects": 0,
+            # With validation subjects: train each fold again on all its training subjects for the
+            # epochs they chose, and report that model's test figures too (train/finetune/retrain.py).
+            "retrain_selected": False,
         }
     )
 

@@ -94,7 +94,12 @@ def test_hold_out_validation_is_seeded_and_disjoint(data_root):
 
 def test_run_with_validation_subjects(data_root, tmp_path, capsys):
     """A real run: validation subjects out of training, evaluated each epoch, figure in results.json."""
-    overrides = {"train.epochs": 3, "train.log_every": 1, "finetune.validation_subjects": 1}
+    overrides = {
+        "train.epochs": 3,
+        "train.log_every": 1,
+        "finetune.validation_subjects": 1,
+        "finetune.retrain_selected": True,
+    }
     config = tiny_finetune_config(data_root, str(tmp_path), **overrides)
     out = finetune.run_cross_validation(config, str(tmp_path))
     saved = json.loads((tmp_path / "plan.json").read_text())
@@ -109,7 +114,21 @@ def test_run_with_validation_subjects(data_root, tmp_path, capsys):
     assert [f["fold"] for f in val["per_fold"]] == ["sub01", "sub02", "sub03", "sub04"]
     assert all(f["epoch"] in (1, 2, 3) and f["n_validation"] == 5 for f in val["per_fold"])
     assert json.loads((tmp_path / "results.json").read_text())["validation_selected"] == val
-    assert val["label"] in capsys.readouterr().out
+    # Retrained: each fold once more, validation subject included, for the epochs it chose.
+    chosen = {f["fold"]: f["epoch"] for f in val["per_fold"]}
+    for epochs in set(chosen.values()):
+        group = json.loads((tmp_path / "folds" / f"retrain_e{epochs:03d}.json").read_text())
+        assert group["epochs"][-1] == epochs
+        assert set(group["predictions"]) == {k for k, e in chosen.items() if e == epochs}
+    again = out["validation_selected_retrained"]
+    assert again["epochs"] == chosen and "retrained" in again["label"]
+    printed = capsys.readouterr().out
+    assert val["label"] in printed and again["label"] in printed
+    with pytest.raises(ConfigError, match=r"retrain_selected=True needs finetune\.validation_subjects > 0"):
+        finetune.run_cross_validation(
+            tiny_finetune_config(data_root, str(tmp_path / "bad"), **{"finetune.retrain_selected": True}),
+            str(tmp_path / "bad"),
+        )
     with pytest.raises(ConfigError, match=r"finetune\.validation_subjects must be >= 0"):
         finetune.run_cross_validation(
             tiny_finetune_config(data_root, str(tmp_path / "bad"), **{"finetune.validation_subjects": -1}),

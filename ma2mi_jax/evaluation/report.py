@@ -126,7 +126,7 @@ def console_table(results: dict, paths: dict[str, str | os.PathLike] | None = No
         f"  accuracy {_pct(results['accuracy'])} %   UF1 {_dec(results['uf1'])}   UAR {_dec(results['uar'])}"
     )
     lines += per_dataset_lines(results)
-    for key in ("validation_selected", "best_epoch_per_fold_test_selected"):
+    for key in ("validation_selected", "validation_selected_retrained", "best_epoch_per_fold_test_selected"):
         other = results.get(key)
         if other:
             lines.append(

@@ -50,7 +50,7 @@ def _selection(results: dict) -> list[str]:
         f"Selection: the last epoch ({results.get('epochs')}) of every fold; pooled over "
         f"{len(results.get('per_fold', []))} folds, {results.get('n')} samples: {_figures(results)}.",
     ]
-    for key in ("validation_selected", "best_epoch_per_fold_test_selected"):
+    for key in ("validation_selected", "validation_selected_retrained", "best_epoch_per_fold_test_selected"):
         other = results.get(key) or {}
         if other:
             label = other.get("label", key.replace("_", " "))

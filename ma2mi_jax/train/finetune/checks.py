@@ -33,6 +33,10 @@ def _check_train(c: ml_collections.ConfigDict, problems: list[str]) -> None:
         problems.append(
             f"finetune.validation_subjects must be >= 0 (0 = off), got {c.finetune.validation_subjects}"
         )
+    if c.finetune.retrain_selected and int(c.finetune.validation_subjects) <= 0:
+        problems.append(
+            "finetune.retrain_selected=True needs finetune.validation_subjects > 0 to choose the epochs"
+        )
     if int(c.finetune.folds_per_step) < 0:
         problems.append(f"finetune.folds_per_step must be >= 0 (0 = all), got {c.finetune.folds_per_step}")
 

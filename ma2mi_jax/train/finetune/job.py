@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
@@ -15,8 +17,8 @@ from ma2mi_jax.evaluation import report
 from ma2mi_jax.models import miacnet
 from ma2mi_jax.train import mesh as mesh_lib
 from ma2mi_jax.train import observe, preemption, workdir_lock
-from ma2mi_jax.train.finetune import plan, workdir_files
-from ma2mi_jax.train.finetune.aux_rec import aux_reconstruction
+from ma2mi_jax.train.finetune import plan, retrain, workdir_files
+from ma2mi_jax.train.finetune.aux_rec import AuxReconstruction, aux_reconstruction
 from ma2mi_jax.train.finetune.checks import check_before_reading
 from ma2mi_jax.train.finetune.fold_step import fold_data
 from ma2mi_jax.train.finetune.group_loop import BatchSource, build_group, fold_batches, train_group
@@ -71,28 +73,50 @@ def _cross_validate(config: ml_collections.ConfigDict, workdir: Path, batch_sour
         batch_size=int(config.train.batch_size),
     )
     scalars = observe.Scalars(str(workdir / "tb"))
-    histories: dict[str, dict] = {}
+    run = _GroupRun(workdir, model, variables, data, aux, batch_source, scalars)
     try:
-        for i, group in enumerate(groups):
+        histories = run.train([(g, config) for g in groups])
+        retrained = {}
+        if config.finetune.retrain_selected:
+            retrained = run.train(retrain.retrain_plan(config, samples, specs, histories))
+    finally:
+        scalars.close()
+    results, rows = assemble_results(config, samples, specs, histories, init_line, retrained)
+    write_outputs(config, workdir, results, rows)
+    return results
+
+
+@dataclasses.dataclass
+class _GroupRun:
+    """What every group of one run trains with; `train` runs groups in order, skipping finished ones."""
+
+    workdir: Path
+    model: Any
+    variables: dict
+    data: dict
+    aux: AuxReconstruction | None
+    batch_source: BatchSource
+    scalars: observe.Scalars
+
+    def train(self, groups: list[tuple[plan.Group, ml_collections.ConfigDict]]) -> dict[str, dict]:
+        """Train (or read back) each (group, its config); returns {fold name: its group's history}."""
+        histories: dict[str, dict] = {}
+        for i, (group, config) in enumerate(groups):
             if i and preemption.requested():  # between groups: the finished ones are on disk
-                raise preemption.stop(f"before {group.name}", str(workdir))
-            done = workdir_files.finished_group_path(workdir, group.name)
+                raise preemption.stop(f"before {group.name}", str(self.workdir))
+            done = workdir_files.finished_group_path(self.workdir, group.name)
             if done.exists():
                 history = json.loads(done.read_text())
                 log.info("%s: already finished (%s)", group.name, done)
             else:
                 trainer = build_group(
-                    group, config=config, model=model, variables=variables, data=data, aux=aux,
-                    batch_source=batch_source,
+                    group, config=config, model=self.model, variables=self.variables, data=self.data,
+                    aux=self.aux, batch_source=self.batch_source,
                 )  # fmt: skip
-                history = train_group(trainer, config=config, workdir=workdir, scalars=scalars)
+                history = train_group(trainer, config=config, workdir=self.workdir, scalars=self.scalars)
                 files.write_json(done, history)
             histories.update({f.name: history for f in group.folds})
-    finally:
-        scalars.close()
-    results, rows = assemble_results(config, samples, specs, histories, init_line)
-    write_outputs(config, workdir, results, rows)
-    return results
+        return histories
 
 
 def write_outputs(config: ml_collections.ConfigDict, workdir: Path, results: dict, rows: list[dict]) -> None:

@@ -15,6 +15,9 @@ from ma2mi_jax.train.finetune.plan import FoldSpec
 
 BEST_EPOCH_LABEL = "best epoch per fold, selected on the test subject — optimistic, not a valid estimate"
 VALIDATION_LABEL = "epoch per fold selected on held-out training subjects — a valid estimate"
+RETRAINED_LABEL = (
+    "retrained on all training subjects for each fold's validation-selected epochs — a valid estimate"
+)
 
 
 def prediction_rows(samples: Sequence[MicroSample], fold: FoldSpec, probabilities: np.ndarray) -> list[dict]:
@@ -78,6 +81,26 @@ def _pooled_at(
     return metrics.summarize(np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64), num_classes)
 
 
+def validation_choice(samples: Sequence[MicroSample], fold: FoldSpec, history: dict) -> tuple[int, float]:
+    """(index into history["epochs"], validation accuracy) of the fold's best validation evaluation.
+
+    Ties go to the later epoch (nearer the last-epoch default).
+    """
+    truth = np.asarray([samples[int(i)].label for i in fold.validation_indices])
+    accs = [float((np.asarray(p) == truth).mean()) for p in history["validation_predictions"][fold.name]]
+    b = len(accs) - 1 - int(np.argmax(accs[::-1]))  # the latest of the best
+    return b, accs[b]
+
+
+def retrained_figures(
+    samples: Sequence[MicroSample], folds: Sequence[FoldSpec], retrained: dict[str, dict], num_classes: int
+) -> dict:
+    """Pooled test metrics of the folds retrained with their validation subjects (last epoch of each)."""
+    pooled = _pooled_at(samples, folds, retrained, [-1] * len(folds), num_classes)
+    epochs = {f.name: retrained[f.name]["epochs"][-1] for f in folds}
+    return {"label": RETRAINED_LABEL, **{k: pooled[k] for k in ("accuracy", "uf1", "uar")}, "epochs": epochs}
+
+
 def validation_selected(
     samples: Sequence[MicroSample], folds: Sequence[FoldSpec], histories: dict[str, dict], num_classes: int
 ) -> dict | None:
@@ -90,18 +113,15 @@ def validation_selected(
         return None
     chosen, per_fold = [], []
     for f in folds:
-        hist = histories[f.name]
-        truth = np.asarray([samples[int(i)].label for i in f.validation_indices])
-        accs = [float((np.asarray(p) == truth).mean()) for p in hist["validation_predictions"][f.name]]
-        b = len(accs) - 1 - int(np.argmax(accs[::-1]))  # [n_evaluations], the latest best
+        b, accuracy = validation_choice(samples, f, histories[f.name])
         chosen.append(b)
         per_fold.append(
             {
                 "fold": f.name,
-                "epoch": hist["epochs"][b],
+                "epoch": histories[f.name]["epochs"][b],
                 "validation_subjects": list(f.validation_subjects),
-                "validation_accuracy": accs[b],
-                "n_validation": len(truth),
+                "validation_accuracy": accuracy,
+                "n_validation": len(f.validation_indices),
             }
         )
     pooled = _pooled_at(samples, folds, histories, chosen, num_classes)
@@ -120,6 +140,7 @@ def assemble_results(
     fold_specs: Sequence[FoldSpec],
     histories: dict[str, dict],
     init_line: str,
+    retrained: dict[str, dict] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Pooled last-epoch metrics, per-fold figures, the test-selected bound, and prediction rows."""
     class_names = list(config.data.class_names)
@@ -163,6 +184,10 @@ def assemble_results(
         "init": init_line,
     }
     results.update(_other_figures(samples, evaluated, histories, rows, len(class_names)))
+    if retrained:
+        results["validation_selected_retrained"] = retrained_figures(
+            samples, evaluated, retrained, len(class_names)
+        )
     results["config"] = checkpoints.config_to_dict(config)
     return results, rows
 
