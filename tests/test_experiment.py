@@ -90,14 +90,15 @@ def test_selection_table_puts_the_three_epochs_side_by_side():
     assert experiment.selection_figures({"uf1": 0.5}) == {}
     runs = {
         "scratch": [
-            {"uf1": 0.5, "uf1_validation_selected": 0.45, "uf1_test_selected": 0.7},
-            {"uf1": 0.6, "uf1_validation_selected": 0.5, "uf1_test_selected": 0.7},
+            {"uf1": 0.5, "uf1_validation_selected": 0.45, "uf1_test_selected": 0.7, "uf1_retrained": 0.5},
+            {"uf1": 0.6, "uf1_validation_selected": 0.5, "uf1_test_selected": 0.7, "uf1_retrained": 0.6},
         ],
         "latent": [{"uf1": 0.6}, {"uf1": 0.6}],  # run without validation subjects: no line
     }
     rows = [r for r in experiment.ROWS if r.name in runs]
     table = experiment.selection_table(rows, runs)
-    (line,) = [ln for ln in table.splitlines() if ln.startswith("| no pre-training")]
+    line, retrained = [ln for ln in table.splitlines() if ln.startswith("| no pre-training")]
+    assert "retrained for the chosen epochs" in retrained and retrained.split("|")[3].strip() == "0.5500"
     cells = [c.strip() for c in line.split("|")[2:-1]]
     assert cells[:3] == ["0.5500", "0.4750", "0.7000"]
     # validation − last: −0.05, −0.10 -> mean −0.075; test − last: +0.2, +0.1 -> +0.15
