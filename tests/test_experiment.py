@@ -78,6 +78,7 @@ def test_paired_table_lists_every_row_against_scratch():
     line = next(ln for ln in table.splitlines() if ln.startswith("| MA2MI, latent space"))
     assert "+0.1250 [" in line and "+0.200, +0.050" in line
     assert experiment.paired_table(rows, {"latent": runs["latent"]}, [0, 1]) == ""
+    assert experiment.paired_table(rows, {"scratch": runs["scratch"]}, [0, 1]) == ""  # nothing to pair
 
 
 def test_selection_table_puts_the_three_epochs_side_by_side():

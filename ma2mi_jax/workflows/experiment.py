@@ -122,7 +122,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.9
 
 def paired_table(rows: Sequence[Row], results: Mapping[str, Sequence[dict]], seeds: Sequence[int]) -> str:
     """Every row minus the scratch row, per seed (fine-tuned UF1 and probe UF1), with 95 % intervals."""
-    if "scratch" not in results:
+    if "scratch" not in results or not set(results) - {"scratch"}:
         return ""
     lines = [
         "**Against no pre-training, paired by seed (row − scratch; 95 % paired-t interval)**",
