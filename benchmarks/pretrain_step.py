@@ -168,6 +168,7 @@ def time_mode(bench: Bench, cached: bool, label: str) -> dict[str, float]:
         f"flops_per_step_analytic: {bench.model_flops:.4g} FLOP "
         "(3 x forward x batch, ma2mi_jax.models.flops)",
         f"flops_per_step_xla: {xla:.4g} FLOP (XLA cost analysis of the compiled step)",
+        common.memory_estimate_line(compiled),
     ]
     if bench.vae is not None and not cached:
         lines.append(

@@ -7,6 +7,7 @@ they are marked slow; the helper tests run in well under a second.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -28,20 +29,6 @@ def _common():
         sys.modules["bench_common"] = module  # dataclasses look their module up here
         spec.loader.exec_module(module)
     return sys.modules["bench_common"]
-
-
-def _run(script: str, *args: str) -> tuple[str, dict[str, float]]:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / script), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout, _common().parse_figures(proc.stdout)
 
 
 def test_parse_figures_reads_name_value_lines():
@@ -75,18 +62,44 @@ def _positive(figures: dict[str, float], names: list[str]) -> None:
     assert all(figures[n] > 0 for n in names), {n: figures[n] for n in names}
 
 
+def _gpu_check():
+    """benchmarks/gpu_check.py as a module."""
+    if "gpu_check" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu_check.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["gpu_check"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["gpu_check"]
+
+
+@pytest.fixture(scope="module")
+def tiny_check(tmp_path_factory) -> dict:
+    """benchmarks/gpu_check.py --size tiny, three of its parts (one per benchmark script and the LOSO run).
+
+    The script's own subprocesses run the benchmarks as the GPU run does; their figures are
+    checked below. The paper-size parts are the same commands on the real configs.
+    """
+    out = tmp_path_factory.mktemp("gpu_check")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), f"--out={out}", "--size=tiny",
+         "--only=pretrain_f32,finetune_sequential,loso"],
+        cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert set(report["parts"]) == {"pretrain_f32", "finetune_sequential", "loso"}
+    assert all(p["status"] == "ok" for p in report["parts"].values()), report["parts"]
+    return report
+
+
+def _part(report: dict, name: str) -> tuple[str, dict[str, float]]:
+    part = report["parts"][name]
+    return Path(part["log"]).read_text(), part["figures"]
+
+
 @pytest.mark.slow
-def test_pretrain_step_tiny_with_latent_cache():
-    out, fig = _run(
-        "pretrain_step.py",
-        "--config",
-        "configs/synthetic_pretrain.py:tiny",
-        "--latent_cache",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-    )
+def test_pretrain_step_tiny_with_latent_cache(tiny_check):
+    out, fig = _part(tiny_check, "pretrain_f32")
     _positive(
         fig,
         [
@@ -118,18 +131,8 @@ def test_pretrain_step_tiny_with_latent_cache():
 
 
 @pytest.mark.slow
-def test_finetune_step_tiny_pipeline_and_step():
-    out, fig = _run(
-        "finetune_step.py",
-        "--config",
-        "configs/synthetic_loso.py:tiny",
-        "--folds",
-        "2",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-    )
+def test_finetune_step_tiny_pipeline_and_step(tiny_check):
+    out, fig = _part(tiny_check, "finetune_sequential")
     _positive(
         fig,
         [
@@ -152,3 +155,28 @@ def test_finetune_step_tiny_pipeline_and_step():
     # The overhead is the ratio of the two printed step times.
     want = 100 * (fig["fold_step_ms"] / fig["train_step_ms"] - 1)
     assert fig["pipeline_overhead"] == pytest.approx(want, abs=0.5)  # both printed rounded
+
+
+@pytest.mark.slow
+def test_gpu_check_times_a_real_loso_run(tiny_check):
+    loso = tiny_check["parts"]["loso"]
+    assert loso["figures"]["first_epoch_s"] > 0 and loso["figures"]["seconds_per_epoch"] > 0
+    assert "results.json" in Path(loso["log"]).read_text()
+    assert tiny_check["header"][0].startswith("== gpu check ==")
+
+
+def test_gpu_check_parts_at_paper_size_name_real_configs(tmp_path):
+    check = _gpu_check()
+    paper = check.parts("paper", str(tmp_path))
+    tiny = check.parts("tiny", str(tmp_path))
+    assert [p.name for p in paper] == [p.name for p in tiny]
+    assert [p.name for p in paper] == [
+        "pretrain_bf16", "pretrain_f32", "finetune_vmapped", "finetune_sequential", "loso",
+    ]  # fmt: skip
+    for part in paper:
+        config = part.command[part.command.index("--config") + 1]
+        assert (ROOT / config).is_file() and ":tiny" not in config, part.name
+    assert sum(p.limit_s for p in paper) <= 8 * 60  # the device time the first GPU run is given
+    assert "--config.dtype=bfloat16" in paper[0].command and "--config.dtype=float32" in paper[1].command
+    log = "group_000 epoch 1/2: loss 1.6 acc 0.2 (12.5s)\ngroup_000 epoch 2/2: loss 1.5 acc 0.3 (2.5s)\n"
+    assert check.epoch_figures(log) == {"first_epoch_s": 12.5, "seconds_per_epoch": 2.5}
