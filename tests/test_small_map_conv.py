@@ -74,7 +74,8 @@ def test_resnet_layer4_at_64px_runs_as_products_with_unchanged_parameters():
     assert _conv_primitives(apply, variables, x) == 17
     g = jnp.asarray(np.random.default_rng(2).normal(size=(4, 2, 2, 64)).astype(np.float32))
     loss = lambda p, v=variables: jnp.sum(apply({**v, "params": p}, x) * g)
-    fast_out, fast_grads = apply(variables, x), jax.grad(loss)(variables["params"])
+    # Compiled, as training runs them (op by op, the products' many small operations dominate).
+    fast_out, fast_grads = jax.jit(apply)(variables, x), jax.jit(jax.grad(loss))(variables["params"])
     xla_convs = dataclasses.replace(kernels.trunk_ops(), conv_general_dilated=lax.conv_general_dilated)
     trunk = resnet.ResNet18Trunk(width=8, ops=xla_convs)
     apply = make_apply()
@@ -82,7 +83,7 @@ def test_resnet_layer4_at_64px_runs_as_products_with_unchanged_parameters():
     reference = trunk.init(jax.random.key(0), x, train=False)
     for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(variables), strict=True):
         np.testing.assert_array_equal(a, b)  # the same parameters and initial values
-    np.testing.assert_allclose(fast_out, apply(variables, x), rtol=1e-4, atol=1e-5)
-    reference_grads = jax.tree_util.tree_leaves_with_path(jax.grad(loss)(variables["params"]))
+    np.testing.assert_allclose(fast_out, jax.jit(apply)(variables, x), rtol=1e-4, atol=1e-5)
+    reference_grads = jax.tree_util.tree_leaves_with_path(jax.jit(jax.grad(loss))(variables["params"]))
     for (path, want), got in zip(reference_grads, jax.tree.leaves(fast_grads), strict=True):
         assert float(jnp.linalg.norm(got - want)) <= 1e-5 * float(jnp.linalg.norm(want)) + 1e-7, path
