@@ -183,7 +183,10 @@ def _finetune_switches() -> ml_collections.ConfigDict:
     """How the folds train: grouping, sequential folds, frozen parts, head start, auxiliary loss."""
     return ml_collections.ConfigDict(
         {
-            "folds_per_step": 0,  # folds trained together (vmapped); 0 = all
+            # Folds trained together, each group to its last epoch before the next starts. 0 = automatic:
+            # all of them (one vmapped step) on GPU/TPU; fold_threads at a time when sequential (the CPU
+            # default), so that only their states are in memory (docs/decisions.md#fold-groups-on-a-cpu).
+            "folds_per_step": 0,
             # Folds one at a time instead of one vmapped step. Unset (None) = automatic: vmapped on
             # GPU/TPU; sequential on CPU, where XLA's grouped convolutions make the vmapped step slower
             # (docs/decisions.md#sequential-folds-on-a-cpu).

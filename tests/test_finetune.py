@@ -484,3 +484,18 @@ def test_fold_mode_is_automatic_unless_set():
     assert not fold_execution.runs_sequentially(ft)
     ft.sequential = True
     assert fold_execution.runs_sequentially(ft)
+
+
+def test_fold_groups_are_all_folds_when_vmapped_and_fold_threads_when_sequential(data_root):
+    config = tiny_finetune_config(data_root, "unused", **{"finetune.fold_threads": 3})
+    ft = config.finetune
+    for sequential, given, want in ((False, 0, 0), (True, 0, 3), (True, 2, 2), (False, 5, 5)):
+        ft.sequential, ft.folds_per_step = sequential, given
+        assert fold_execution.folds_per_group(ft) == want, (sequential, given)
+    ft.sequential, ft.folds_per_step = None, 0  # automatic: sequential on this one-process CPU run
+    assert fold_execution.folds_per_group(ft) == 3
+    samples, _ = finetune.read_data(config)
+    specs = finetune.fold_specs_from_protocol(config, samples)
+    groups = finetune.make_groups(specs, fold_execution.folds_per_group(ft), config.train.batch_size, None)
+    assert [len(g.folds) for g in groups] == [3, 1]
+    assert len({g.steps_per_epoch for g in groups}) == 1  # a fold's steps do not depend on its group

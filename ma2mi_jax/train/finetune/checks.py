@@ -38,7 +38,9 @@ def _check_train(c: ml_collections.ConfigDict, problems: list[str]) -> None:
             "finetune.retrain_selected=True needs finetune.validation_subjects > 0 to choose the epochs"
         )
     if int(c.finetune.folds_per_step) < 0:
-        problems.append(f"finetune.folds_per_step must be >= 0 (0 = all), got {c.finetune.folds_per_step}")
+        problems.append(
+            f"finetune.folds_per_step must be >= 0 (0 = automatic), got {c.finetune.folds_per_step}"
+        )
 
 
 def _check_augment(c: ml_collections.ConfigDict, problems: list[str]) -> None:

@@ -48,6 +48,15 @@ def runs_sequentially(finetune_cfg: Any) -> bool:
     return bool(finetune_cfg.sequential)
 
 
+def folds_per_group(finetune_cfg: Any) -> int:
+    """Folds trained together: `finetune.folds_per_step`, or when 0 every fold (0) when vmapped and
+    `finetune.fold_threads` when sequential, where a larger group only holds more states in memory."""
+    given = int(finetune_cfg.folds_per_step)
+    if given > 0:
+        return given
+    return int(finetune_cfg.fold_threads) if runs_sequentially(finetune_cfg) else 0
+
+
 def fold_mesh() -> Mesh | None:
     """A 1-d mesh over all devices with axis "fold", or None on a single device."""
     devices = jax.devices()

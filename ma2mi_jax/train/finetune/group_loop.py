@@ -131,39 +131,25 @@ def build_group(
     data: dict,
     aux: AuxReconstruction | None = None,
     batch_source: BatchSource = fold_batches,
+    shared: dict | None = None,
 ) -> GroupTrainer:
-    """The trainer of one group: `data` is `step.fold_data(pairs, labels)` on the host."""
+    """The trainer of one group: `data` is `step.fold_data(pairs, labels)` on the host.
+
+    `shared` (a dict kept by the caller across the groups of one run) reuses the optimiser and the
+    compiled steps of an earlier group with the same schedule and group size.
+    """
     ft = config.finetune
-    frozen = frozen_modules(ft)
-    tx = optim.make_optimizer(
-        config.train,
-        int(config.train.epochs) * group.steps_per_epoch,
-        trainable_outside(frozen) if frozen else None,
-        held=encoder_path,
-        hold_steps=int(ft.head_only_epochs) * group.steps_per_epoch,
-    )
     sequential = runs_sequentially(ft)
     mesh = None if sequential else fold_mesh()
     real = list(group.folds)
     padded = real + [real[0]] * (padded_group_size(len(real), mesh) - len(real))
-    frame_step = make_frame_step(
-        model,
-        tx,
-        losses.cross_entropy,
-        frozen,
-        aux_loss=None if aux is None else aux.loss,
-        aux_weight=float(ft.aux_rec_weight),
-    )
-    augment = PairAugment.from_config(config.data.augment)
-    runner = FoldGroupRunner(
-        make_fold_step(frame_step, augment),
-        make_fold_predict(model),
-        data,
-        sequential=sequential,
-        mesh=mesh,
-        frozen_inputs=None if aux is None else aux.frozen_inputs(),
-        fold_threads=int(ft.fold_threads),
-    )
+    # Groups of one pass share their optimiser and compiled steps (same schedule, same shapes):
+    # `shared` keeps them, so the next group does not compile them again.
+    shared = {} if shared is None else shared
+    key = (int(config.train.epochs), group.steps_per_epoch, len(padded))
+    if key not in shared:
+        shared[key] = _optimiser_and_runner(group, config, model, data, aux, sequential, mesh)
+    tx, runner = shared[key]
     keys = jnp.stack([fold_key(int(config.seed), f.index) for f in padded])
     extra = None if aux is None else {"dit": aux.dit_params}
     fit_heads = None
@@ -182,6 +168,45 @@ def build_group(
         eval_batch_size=int(config.train.batch_size),
         fit_heads=fit_heads,
     )
+
+
+def _optimiser_and_runner(
+    group: Group,
+    config: ml_collections.ConfigDict,
+    model: Any,
+    data: dict,
+    aux: AuxReconstruction | None,
+    sequential: bool,
+    mesh: Any,
+) -> tuple[optax.GradientTransformation, FoldGroupRunner]:
+    """The group's optimiser (its schedule) and the runner of its jitted fold step and prediction."""
+    ft = config.finetune
+    frozen = frozen_modules(ft)
+    tx = optim.make_optimizer(
+        config.train,
+        int(config.train.epochs) * group.steps_per_epoch,
+        trainable_outside(frozen) if frozen else None,
+        held=encoder_path,
+        hold_steps=int(ft.head_only_epochs) * group.steps_per_epoch,
+    )
+    frame_step = make_frame_step(
+        model,
+        tx,
+        losses.cross_entropy,
+        frozen,
+        aux_loss=None if aux is None else aux.loss,
+        aux_weight=float(ft.aux_rec_weight),
+    )
+    runner = FoldGroupRunner(
+        make_fold_step(frame_step, PairAugment.from_config(config.data.augment)),
+        make_fold_predict(model),
+        data,
+        sequential=sequential,
+        mesh=mesh,
+        frozen_inputs=None if aux is None else aux.frozen_inputs(),
+        fold_threads=int(ft.fold_threads),
+    )
+    return tx, runner
 
 
 def _fit_probe_heads(

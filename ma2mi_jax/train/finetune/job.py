@@ -20,6 +20,7 @@ from ma2mi_jax.train import observe, preemption, workdir_lock
 from ma2mi_jax.train.finetune import plan, retrain, workdir_files
 from ma2mi_jax.train.finetune.aux_rec import AuxReconstruction, aux_reconstruction
 from ma2mi_jax.train.finetune.checks import check_before_reading
+from ma2mi_jax.train.finetune.fold_execution import folds_per_group
 from ma2mi_jax.train.finetune.fold_step import fold_data
 from ma2mi_jax.train.finetune.group_loop import BatchSource, build_group, fold_batches, train_group
 from ma2mi_jax.train.finetune.inputs import read_data
@@ -56,7 +57,7 @@ def _cross_validate(config: ml_collections.ConfigDict, workdir: Path, batch_sour
         int(config.seed),
     )
     final = plan.final_fold(len(specs), len(samples)) if config.finetune.final_model else None
-    groups = plan.make_groups(specs, int(config.finetune.folds_per_step), int(config.train.batch_size), final)
+    groups = plan.make_groups(specs, folds_per_group(config.finetune), int(config.train.batch_size), final)
     model = build_classifier(config)
     variables, init_line = initial_variables(config, model)
     aux = aux_reconstruction(config)
@@ -97,6 +98,7 @@ class _GroupRun:
     aux: AuxReconstruction | None
     batch_source: BatchSource
     scalars: observe.Scalars
+    shared: dict = dataclasses.field(default_factory=dict)  # optimisers and compiled steps (build_group)
 
     def train(self, groups: list[tuple[plan.Group, ml_collections.ConfigDict]]) -> dict[str, dict]:
         """Train (or read back) each (group, its config); returns {fold name: its group's history}."""
@@ -111,7 +113,7 @@ class _GroupRun:
             else:
                 trainer = build_group(
                     group, config=config, model=self.model, variables=self.variables, data=self.data,
-                    aux=self.aux, batch_source=self.batch_source,
+                    aux=self.aux, batch_source=self.batch_source, shared=self.shared,
                 )  # fmt: skip
                 history = train_group(trainer, config=config, workdir=self.workdir, scalars=self.scalars)
                 files.write_json(done, history)
