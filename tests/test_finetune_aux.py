@@ -69,12 +69,18 @@ def pretrained(tmp_path_factory, classifier_variables):
 
 @pytest.fixture(scope="module")
 def aux_run(tmp_path_factory, data_root, pretrained):
-    """One epoch of LOSO (4 folds vmapped) with finetune.aux_rec_weight=AUX from the pre-training workdir."""
+    """One epoch of LOSO (the 4 folds in one group) with finetune.aux_rec_weight=AUX from the pre-training
+    workdir."""
     workdir = tmp_path_factory.mktemp("aux_run")
     config = tiny_finetune_config(
         data_root,
         str(workdir),
-        **{"init": pretrained[0], "finetune.aux_rec_weight": AUX, "train.epochs": 1},
+        **{
+            "init": pretrained[0],
+            "finetune.aux_rec_weight": AUX,
+            "train.epochs": 1,
+            "finetune.folds_per_step": 4,
+        },
     )
     return workdir, config, finetune.run_cross_validation(config, str(workdir))
 
