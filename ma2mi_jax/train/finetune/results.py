@@ -56,14 +56,13 @@ def test_selected_bound(
         b = int(np.argmax(accs))
         chosen.append(b)
         per_fold.append({"fold": f.name, "epoch": hist["epochs"][b], "accuracy": accs[b]})
-    best = _pooled_at(samples, folds, histories, chosen, num_classes)
-    return {
-        "label": BEST_EPOCH_LABEL,
-        "accuracy": best["accuracy"],
-        "uf1": best["uf1"],
-        "uar": best["uar"],
-        "per_fold": per_fold,
-    }
+    return _labelled(BEST_EPOCH_LABEL, _pooled_at(samples, folds, histories, chosen, num_classes), per_fold)
+
+
+def _labelled(label: str, pooled: dict, per_fold: list[dict] | None = None) -> dict:
+    """A figure kept beside the last epoch's: its label, pooled accuracy, UF1 and UAR, its folds."""
+    figure = {"label": label, **{k: pooled[k] for k in ("accuracy", "uf1", "uar")}}
+    return figure if per_fold is None else {**figure, "per_fold": per_fold}
 
 
 def _pooled_at(
@@ -98,7 +97,7 @@ def retrained_figures(
     """Pooled test metrics of the folds retrained with their validation subjects (last epoch of each)."""
     pooled = _pooled_at(samples, folds, retrained, [-1] * len(folds), num_classes)
     epochs = {f.name: retrained[f.name]["epochs"][-1] for f in folds}
-    return {"label": RETRAINED_LABEL, **{k: pooled[k] for k in ("accuracy", "uf1", "uar")}, "epochs": epochs}
+    return {**_labelled(RETRAINED_LABEL, pooled), "epochs": epochs}
 
 
 def validation_selected(
@@ -124,14 +123,7 @@ def validation_selected(
                 "n_validation": len(f.validation_indices),
             }
         )
-    pooled = _pooled_at(samples, folds, histories, chosen, num_classes)
-    return {
-        "label": VALIDATION_LABEL,
-        "accuracy": pooled["accuracy"],
-        "uf1": pooled["uf1"],
-        "uar": pooled["uar"],
-        "per_fold": per_fold,
-    }
+    return _labelled(VALIDATION_LABEL, _pooled_at(samples, folds, histories, chosen, num_classes), per_fold)
 
 
 def assemble_results(
