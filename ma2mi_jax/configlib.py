@@ -106,6 +106,7 @@ def pretrain_base() -> ml_collections.ConfigDict:
     c.seed = 0
     c.workdir = "workdirs/pretrain"
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    c.device_memory_gb = 0.0  # check the step's memory against this many GiB; 0 = the device's own
     c.init = ""  # optional checkpoint to start from when the workdir has none
     c.objective = "reconstruction"  # reconstruction (MA2MI) | supervised (MAER baseline)
     c.space = "latent"  # latent (VAE) | pixel (MA2MI-dagger)
@@ -233,6 +234,7 @@ def finetune_base() -> ml_collections.ConfigDict:
     c.seed = 0
     c.workdir = "workdirs/loso"
     c.dtype = "float32"
+    c.device_memory_gb = 0.0  # check the step's memory against this many GiB; 0 = the device's own
     # MA2MI pre-training workdir or exported checkpoint | "imagenet:<resnet18 file>" | "scratch"
     c.init = "scratch"
     c.model = _model()

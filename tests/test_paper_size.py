@@ -11,12 +11,13 @@ small so that the steps take seconds; everything else is the configs' own. About
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
 
 from ma2mi_jax.data.synthetic import generator as synthetic
-from ma2mi_jax.train import finetune
+from ma2mi_jax.train import device_memory, finetune
 from ma2mi_jax.train.pretrain import job as pretrain
 from tests.helpers.configs import REPO, config_file, override
 
@@ -29,13 +30,26 @@ PRETRAIN = {
     "train.picture_every": 1000,
     "train.eval_every": 0,
     "data.workers": 0,
+    "device_memory_gb": 1.0,  # below the step's estimate: the run warns before its first step
 }
 FINETUNE = {
     "train.batch_size": 2,
     "train.epochs": 1,
     "finetune.folds_per_step": 2,
     "data.workers": 0,
+    "device_memory_gb": 0.1,
 }
+
+
+class _Warnings(logging.Handler):
+    """The device-memory check's warnings, kept (the fixture is module-scoped: no caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +61,21 @@ def paper_run(tmp_path_factory):
     synthetic.generate("casme2", micro, size=224, clips_scale=0.1, progress=False, preview=False)
     pre = override(config_file(os.path.join(REPO, "configs", "dfew.py")), {**PRETRAIN, "data.root": macro})
     workdir = str(root / "pretrain")
-    first = pretrain.train_and_evaluate(override(pre, {"train.steps": 1}), workdir)
-    resumed = pretrain.train_and_evaluate(override(pre, {"train.steps": 2}), workdir)
-    ft = override(
-        config_file(os.path.join(REPO, "configs", "casme2.py")),
-        {**FINETUNE, "data.root": micro, "init": workdir},
-    )
-    results = finetune.run_cross_validation(ft, str(root / "loso"))
+    said = _Warnings()
+    logging.getLogger(device_memory.__name__).addHandler(said)
+    try:
+        first = pretrain.train_and_evaluate(override(pre, {"train.steps": 1}), workdir)
+        resumed = pretrain.train_and_evaluate(override(pre, {"train.steps": 2}), workdir)
+        ft = override(
+            config_file(os.path.join(REPO, "configs", "casme2.py")),
+            {**FINETUNE, "data.root": micro, "init": workdir},
+        )
+        results = finetune.run_cross_validation(ft, str(root / "loso"))
+    finally:
+        logging.getLogger(device_memory.__name__).removeHandler(said)
     return {
         "root": root, "pretrain": pre, "first": first, "resumed": resumed, "finetune": ft, "results": results,
+        "warnings": said.messages,
     }  # fmt: skip
 
 
@@ -67,6 +87,9 @@ def test_pretraining_at_paper_size_checkpoints_and_resumes(paper_run):
     assert paper_run["first"]["step"] == 1 and paper_run["resumed"]["step"] == 2
     metrics = json.loads((root / "pretrain" / "metrics.json").read_text())
     assert metrics["step"] == 2 and metrics["loss"] == pytest.approx(paper_run["resumed"]["loss"])
+    # Each run compiles its step before the first and warns that it exceeds device_memory_gb.
+    warned = [m for m in paper_run["warnings"] if m.startswith("the pre-training step needs about")]
+    assert len(warned) == 2 and "more than its 1.0 GiB" in warned[0] and "latent_cache=True" in warned[0]
 
 
 @pytest.mark.slow
@@ -79,3 +102,5 @@ def test_finetuning_at_paper_size_reaches_results(paper_run):
     plan = json.loads((root / "loso" / "plan.json").read_text())
     assert all(len(g["folds"]) <= 2 for g in plan["groups"]) and len(plan["groups"]) >= 2
     assert (root / "loso" / "predictions.csv").is_file()
+    warned = [m for m in paper_run["warnings"] if m.startswith("the fine-tuning step")]
+    assert len(warned) == len(plan["groups"]) and "more than its 0.1 GiB" in warned[0], paper_run["warnings"]

@@ -144,6 +144,18 @@ class FoldGroupRunner:
             metrics.append(m)
         return state, _stack_metrics(metrics)
 
+    def compiled_step(self, state: GroupState, batch: dict, keys: jax.Array) -> Any:
+        """The training step compiled for one step's batch [F,B,...] (its first call then reuses it).
+
+        Vmapped: the step of every fold at once; sequential: one fold's step (each of the
+        `fold_threads` folds stepped at once holds its own).
+        """
+        if not self.sequential:
+            args = (state, self.place(batch), self.place(keys))
+        else:
+            args = (state[0], {k: v[0] for k, v in batch.items()}, keys[0])
+        return self._step.lower(*args, self.data, self.frozen_inputs).compile()
+
     def run_epoch(
         self,
         state: GroupState,

@@ -24,7 +24,7 @@ import optax
 from ma2mi_jax import checkpoints, losses
 from ma2mi_jax.data.device_augment import PairAugment
 from ma2mi_jax.errors import DivergedError
-from ma2mi_jax.train import observe, optim, preemption
+from ma2mi_jax.train import device_memory, observe, optim, preemption
 from ma2mi_jax.train.finetune import workdir_files
 from ma2mi_jax.train.finetune.aux_rec import AuxReconstruction
 from ma2mi_jax.train.finetune.fold_execution import (
@@ -48,6 +48,9 @@ from ma2mi_jax.train.finetune.fold_step import (
 from ma2mi_jax.train.finetune.head_init import probe_heads
 from ma2mi_jax.train.finetune.inputs import FoldBatches, eval_index_batches, fold_seed
 from ma2mi_jax.train.finetune.plan import FoldSpec, Group
+
+# What else lowers the fine-tuning step's memory, named in the warning when it does not fit the device.
+SMALLER_FOLD_STEP = ("--config.dtype=bfloat16", "a smaller --config.train.batch_size")
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,24 @@ class GroupTrainer:
         """Train every fold for epoch `epoch` (1-based); mean training statistics over the real folds."""
         state, metrics = self.runner.run_epoch(state, self.batches.epoch(epoch), self.keys, on_fold)  # [S,F]
         return state, {k: float(np.mean(v[:, : len(self.real)])) for k, v in metrics.items()}
+
+    def check_memory(self, state: GroupState, device_memory_gb: float) -> str | None:
+        """Compile the first step ahead and warn when XLA's estimate exceeds the device's memory."""
+        batch = {k: v[0] for k, v in self.batches.epoch(1).items()}  # step 1 of epoch 1 [F,B,...]
+        compiled = self.runner.compiled_step(state, batch, self.keys)
+        per_fold = 1 if self.runner.sequential else len(self.padded)
+        estimate, limit = (
+            device_memory.estimate_bytes(compiled),
+            device_memory.device_limit_bytes(device_memory_gb),
+        )
+        fit = max(1, int(per_fold * limit // estimate)) if estimate and limit else 1
+        what = "the fine-tuning step" + ("" if per_fold == 1 else f" of {per_fold} folds at once")
+        return device_memory.check(
+            compiled,
+            device_memory_gb,
+            what,
+            (f"--config.finetune.folds_per_step={fit} (folds trained at once)", *SMALLER_FOLD_STEP),
+        )
 
     def evaluate(self, state: GroupState) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Probabilities of every real fold's held-out samples through its own model.
@@ -324,6 +345,8 @@ def train_group(
         [np.asarray(meta["probabilities"][f.name]) for f in real] if "probabilities" in meta else None
     )
     n = len(trainer.padded)
+    if start < epochs and device_memory.device_limit_bytes(float(config.device_memory_gb)) is not None:
+        trainer.check_memory(state, float(config.device_memory_gb))
     progress = observe.Progress(epochs * n, start * n, desc=group.name, unit="fold-epoch")
     try:
         for epoch in range(start + 1, epochs + 1):

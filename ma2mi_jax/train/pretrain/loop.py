@@ -11,14 +11,20 @@ import jax
 from ma2mi_jax import checkpoints
 from ma2mi_jax.errors import DivergedError
 from ma2mi_jax.models import flops as flops_lib
+from ma2mi_jax.train import device_memory, observe, preemption
 from ma2mi_jax.train import mesh as mesh_lib
-from ma2mi_jax.train import observe, preemption
 from ma2mi_jax.train.pretrain import diagnostics as diagnostics_lib
 from ma2mi_jax.train.pretrain import setup
 from ma2mi_jax.train.pretrain import step as pretrain_step
 from ma2mi_jax.train.pretrain.state import TrainState
 
 PICTURE_ITEMS = 8  # columns of a reconstruction picture
+# What lowers the pre-training step's memory, named in the warning when it does not fit the device.
+SMALLER_STEP = (
+    "--config.dtype=bfloat16",
+    "--config.data.latent_cache=True (the frozen VAE leaves the step)",
+    "a smaller --config.train.batch_size",
+)
 
 
 def analytic_flops(run: setup.Run) -> float:
@@ -118,8 +124,15 @@ def _compiled_fns(run: setup.Run, tx: Any) -> tuple[Any, Any]:
 
 
 def _after_step(
-    loop: Loop, diag: Any, predict: Any, state: TrainState, vae_params: Any, batch: dict, host: dict,
-    done: int, iterator: Any,
+    loop: Loop,
+    diag: Any,
+    predict: Any,
+    state: TrainState,
+    vae_params: Any,
+    batch: dict,
+    host: dict,
+    done: int,
+    iterator: Any,
 ) -> None:
     """Logs, pictures, diagnostics and checkpoints due after step `done` (their time not counted)."""
     run, c = loop.run, loop.run.config
@@ -169,6 +182,9 @@ def run_loop(
             batch = mesh_lib.shard_batch(host, run.mesh)
             if compiled is None:
                 compiled = step_fn.lower(state, vae_params, batch).compile()
+                device_memory.check(
+                    compiled, float(run.config.device_memory_gb), "the pre-training step", SMALLER_STEP
+                )
                 xla_flops = xla_step_flops(compiled)
                 loop.speed.start(step * loop.batch)
                 run_from = step
