@@ -29,6 +29,9 @@ proxy in `calibrate`.
 - Output is written to `.<out>.tmp-XXXX` and renamed to `<out>` at the end; a non-empty `<out>`
   is refused unless `--overwrite`. `preview.png` (onset | apex | |apex - onset| per class, or a
   macro strip) and `synthetic.json` (the arguments and every clip's AUs) land in the root.
+- Domain gap (`macro_gap`, `--domain_gap`): the macro set only, in the wild instead of the lab
+  look (other faces, lower resolution, heavy JPEG, lighting, 25 fps timing), one factor at a time
+  (`domain_gap`); without it the bytes are the in-domain benchmark's.
 - `--workers N` renders with a process pool (same bytes); the default renders serially, which at
   64 px is quicker than starting a pool on busy cores (docs/decisions.md#serial-data-generation).
 
