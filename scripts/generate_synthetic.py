@@ -3,6 +3,7 @@
 python scripts/generate_synthetic.py --out data/synthetic/casme2 --layout casme2
 python scripts/generate_synthetic.py --out data/synthetic/dfew --layout dfew --size 224 --workers 8
 python scripts/generate_synthetic.py --out data/synthetic/megc2019 --layout megc2019   # CASME2/ SAMM/ SMIC/
+python scripts/generate_synthetic.py --out data/synthetic/dfew_gap --layout dfew --domain_gap=all
 python scripts/generate_synthetic.py --calibrate --micro_intensity 2   # proxy UF1 only, writes nothing
 The layouts, flags, knobs and determinism: ma2mi_jax/data/synthetic/README.md.
 """
@@ -12,7 +13,7 @@ import dataclasses
 from absl import flags
 
 from ma2mi_jax import cli
-from ma2mi_jax.data.synthetic import calibrate, generator
+from ma2mi_jax.data.synthetic import calibrate, domain_gap, generator
 from ma2mi_jax.data.synthetic.knobs import Knobs
 from ma2mi_jax.data.synthetic.planning import LAYOUTS
 
@@ -27,6 +28,12 @@ _WORKERS = flags.DEFINE_integer("workers", 0, "Processes (0/1 = in this process)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out.")
 _PREVIEW = flags.DEFINE_bool("preview", True, "Write preview.png (--nopreview: skip it).")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
+_DOMAIN_GAP = flags.DEFINE_string(
+    "domain_gap",
+    "",
+    f"Macro set only (--layout dfew): comma-separated domain-gap factors ({','.join(domain_gap.FACTORS)}) "
+    f"or {domain_gap.ALL}; empty: the in-domain benchmark.",
+)
 _CALIBRATE = flags.DEFINE_bool(
     "calibrate", False, "Print the LOSO proxy UF1/UAR/accuracy of the micro set instead of writing files."
 )
@@ -48,6 +55,8 @@ def main(argv: list[str]) -> None:
     """Parse flags and write the set (or print the calibration proxies)."""
     cli.check_no_extra_args(argv)
     knobs = Knobs(**{name: flag.value for name, flag in _KNOBS.items() if flag.present})
+    gap = domain_gap.parse(_DOMAIN_GAP.value)  # ConfigError: one line naming the factors
+    domain_gap.check_layout(_LAYOUT.value, gap)
     if _CALIBRATE.value:
         print(calibrate.run(_LAYOUT.value, _SIZE.value, _SEED.value, knobs, _CLIPS_SCALE.value), flush=True)
         return
@@ -62,6 +71,7 @@ def main(argv: list[str]) -> None:
         workers=_WORKERS.value,
         progress=not _QUIET.value,
         preview=_PREVIEW.value,
+        macro_gap=gap,
     )
     print(line, flush=True)
 

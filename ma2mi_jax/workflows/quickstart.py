@@ -12,6 +12,7 @@ import dataclasses
 import os
 import shutil
 import time
+from collections.abc import Sequence
 
 import ml_collections
 
@@ -62,13 +63,17 @@ class Paths:
         return os.path.join(self.out, "classifier")
 
 
-def _generate(layout: str, out: str, size: int, seed: int, clips_scale: float) -> None:
-    """Generate a synthetic data set unless a finished one is already there."""
+def _generate(
+    layout: str, out: str, size: int, seed: int, clips_scale: float, macro_gap: Sequence[str] = ()
+) -> None:
+    """Generate a synthetic data set unless a finished one is already there (`macro_gap`: dfew only)."""
     if os.path.isdir(out) and os.listdir(out):
         print(f"[data] reusing {out}", flush=True)
         return
     start = time.perf_counter()
-    specs = synthetic.generate(layout, out, size=size, seed=seed, clips_scale=clips_scale)
+    specs = synthetic.generate(
+        layout, out, size=size, seed=seed, clips_scale=clips_scale, macro_gap=macro_gap
+    )
     print(
         f"[data] {layout}: {len(specs)} clips at {size}px in {out} ({time.perf_counter() - start:.0f} s)",
         flush=True,
@@ -80,9 +85,21 @@ def generate_data(
     loso_config: ml_collections.ConfigDict,
     paths: Paths,
     clips_scale: float = 1.0,
+    macro_gap: Sequence[str] = (),
 ) -> None:
-    """The synthetic macro (DFEW layout) and micro (CASME II layout) sets at the configs' image sizes."""
-    _generate("dfew", paths.macro_data, pretrain_config.data.image_size, pretrain_config.seed, clips_scale)
+    """The synthetic macro (DFEW layout) and micro (CASME II layout) sets at the configs' image sizes.
+
+    `macro_gap`: domain-gap factors (`domain_gap.FACTORS`) of the macro set; the micro set is the
+    in-domain benchmark's whatever they are.
+    """
+    _generate(
+        "dfew",
+        paths.macro_data,
+        pretrain_config.data.image_size,
+        pretrain_config.seed,
+        clips_scale,
+        macro_gap,
+    )
     _generate("casme2", paths.micro_data, loso_config.data.image_size, loso_config.seed, clips_scale)
 
 

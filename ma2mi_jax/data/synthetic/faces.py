@@ -59,6 +59,13 @@ class Identity:
     lip_upper: float  # lip thicknesses, face-y units
     lip_lower: float
     texture_seed: int
+    # The skin model; the defaults are the in-domain look, `domain_gap` draws other values.
+    shading: float = 0.22  # darkening towards the face's rim
+    side_light: float = 0.08  # darkening across the face, from the image's left (negative: right)
+    mottle: float = 0.0  # amplitude of a mid-frequency skin texture (0: none)
+    mottle_grid: int = 0  # its cells per image side
+    contour: float = 0.0  # depth of the shadow below the cheekbones
+    blemishes: int = 0  # small dark spots on the skin
 
 
 def sample_identity(rng: np.random.Generator) -> Identity:
@@ -243,9 +250,17 @@ def _draw_head(c: _Canvas, idn: Identity) -> None:
     # Face with shading (darker towards the rim) and skin texture.
     face = c.ellipse(0.0, 0.0, 1.0, 1.0).astype(np.float32)
     r2 = np.clip(c.fx**2 + c.fy**2, 0.0, 1.0)
-    shade = (1.0 - 0.22 * r2**1.5) * (1.0 - 0.08 * c.fx)  # light from the image's left
+    shade = (1.0 - idn.shading * r2**1.5) * (1.0 - idn.side_light * c.fx)  # light from the image's left
     tex = _texture(idn.texture_seed, c.side, 24, 0.035) * _texture(idn.texture_seed + 1, c.side, 96, 0.02)
+    if idn.mottle > 0:
+        tex = tex * _texture(idn.texture_seed + 3, c.side, idn.mottle_grid, idn.mottle)
+    if idn.contour > 0:
+        for sgn in (-1.0, 1.0):
+            hollow = np.exp(-(((c.fx - sgn * 0.68) / 0.18) ** 2) - ((c.fy - 0.3) / 0.22) ** 2)
+            shade = shade * (1.0 - idn.contour * hollow)
     c.paint(face, skin * (shade * tex)[..., None])
+    if idn.blemishes > 0:
+        _draw_blemishes(c, idn, face)
     # Cheek blush (soft).
     for sgn in (-1.0, 1.0):
         blush = np.exp(-(((c.fx - sgn * 0.45) / 0.2) ** 2) - ((c.fy - 0.22) / 0.12) ** 2)
@@ -253,6 +268,21 @@ def _draw_head(c: _Canvas, idn: Identity) -> None:
     # Fringe: hair covering the top of the face; its lower edge (the hairline) is an arc.
     fringe = c.ellipse(0.0, -1.0, 1.1, idn.hairline + 1.0) & (face > 0)
     c.paint(fringe, hair * _texture(idn.texture_seed + 2, c.side, 48, 0.08)[..., None])
+
+
+def _draw_blemishes(c: _Canvas, idn: Identity, face: np.ndarray) -> None:
+    """`idn.blemishes` small soft dark spots on the cheeks, forehead and chin (face mask [S,S])."""
+    rng = np.random.default_rng(idn.texture_seed + 4)
+    colour = np.array(idn.skin, np.float32) * np.array([0.72, 0.6, 0.6], np.float32)
+    for _ in range(idn.blemishes):
+        fx, fy = rng.uniform(-0.8, 0.8), rng.uniform(-0.6, 0.8)
+        r = rng.uniform(0.015, 0.04)
+        alpha = rng.uniform(0.4, 0.8)
+        # The spot's box (2 radii), then a Gaussian inside it.
+        (x0, y0), (x1, y1) = c.px(fx - 2 * r, fy - 2 * r), c.px(fx + 2 * r, fy + 2 * r)
+        box = (slice(max(0, int(y0)), max(0, int(y1) + 1)), slice(max(0, int(x0)), max(0, int(x1) + 1)))
+        spot = np.exp(-(((c.fx[box] - fx) / r) ** 2) - ((c.fy[box] - fy) / r) ** 2) * face[box]  # [h,w]
+        c.img[box] += (alpha * spot)[..., None] * (colour - c.img[box])
 
 
 def _draw_eyes_brows_and_folds(c: _Canvas, idn: Identity, eyes_closed: float, unit: float) -> None:

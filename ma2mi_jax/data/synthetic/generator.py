@@ -29,6 +29,9 @@ proxy in `calibrate`.
 - Output is written to `.<out>.tmp-XXXX` and renamed to `<out>` at the end; a non-empty `<out>`
   is refused unless `--overwrite`. `preview.png` (onset | apex | |apex - onset| per class, or a
   macro strip) and `synthetic.json` (the arguments and every clip's AUs) land in the root.
+- Domain gap (`macro_gap`, `--domain_gap`): the macro set only, in the wild instead of the lab
+  look (other faces, lower resolution, heavy JPEG, lighting, 25 fps timing), one factor at a time
+  (`domain_gap`); without it the bytes are the in-domain benchmark's.
 - `--workers N` renders with a process pool (same bytes); the default renders serially, which at
   64 px is quicker than starting a pool on busy cores (docs/decisions.md#serial-data-generation).
 
@@ -59,7 +62,7 @@ from tqdm import tqdm
 
 from ma2mi_jax import errors, files
 from ma2mi_jax.data.readers import megc2019
-from ma2mi_jax.data.synthetic import annotation_files, layouts
+from ma2mi_jax.data.synthetic import annotation_files, domain_gap, layouts
 from ma2mi_jax.data.synthetic.knobs import REFERENCE_SIZE, Knobs
 from ma2mi_jax.data.synthetic.layouts import PROFILES, ClipSpec
 from ma2mi_jax.data.synthetic.planning import LAYOUT_CODE, plan
@@ -106,12 +109,18 @@ def generate(
     workers: int = 0,
     progress: bool = True,
     preview: bool = True,
+    macro_gap: Sequence[str] = (),
 ) -> list[ClipSpec]:
-    """Generate one layout into `out` (atomically) and return the clips' specs."""
+    """Generate one layout into `out` (atomically) and return the clips' specs.
+
+    `macro_gap`: domain-gap factors of the macro set (`domain_gap.FACTORS`; ConfigError for a
+    micro layout or an unknown factor); recorded in synthetic.json.
+    """
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     knobs = knobs or Knobs()
-    specs = plan(layout, seed, clips_scale, knobs)
+    gap = domain_gap.parse(macro_gap)
+    specs = plan(layout, seed, clips_scale, knobs, gap)
     _check_out(out, overwrite)
     with files.atomic_dir(out) as tmp:
         jobs = [(tmp, s, size, knobs) for s in specs]
@@ -131,7 +140,7 @@ def generate(
                     bar.update()
         rng = np.random.default_rng(np.random.SeedSequence([seed, LAYOUT_CODE[layout], 99]))
         annotation_files.write_annotations(tmp, layout, specs, rng)
-        _write_manifest(tmp, layout, size, seed, clips_scale, knobs, specs)
+        _write_manifest(tmp, layout, size, seed, clips_scale, knobs, specs, gap)
         if preview:
             cv2.imwrite(
                 os.path.join(tmp, "preview.png"),
@@ -182,27 +191,38 @@ def run(
     workers: int = 0,
     progress: bool = True,
     preview: bool = True,
+    macro_gap: Sequence[str] = (),
 ) -> str:
     """`generate` (or `generate_composite`) for scripts/generate_synthetic.py: returns the line it prints."""
     start = time.perf_counter()
+    gap = domain_gap.parse(macro_gap)
+    domain_gap.check_layout(layout, gap)
     options = {"clips_scale": clips_scale, "knobs": knobs, "overwrite": overwrite, "workers": workers,
                "progress": progress, "preview": preview}  # fmt: skip
     if layout in COMPOSITES:
         parts = generate_composite(layout, out, size, seed, **options)
         specs = [s for part in parts.values() for s in part]
     else:
-        specs = generate(layout, out, size, seed, **options)
+        specs = generate(layout, out, size, seed, **options, macro_gap=gap)
     frames = sum(s.num_frames for s in specs)
+    look = f", domain gap {','.join(gap)}" if gap else ""
     return (
-        f"wrote {len(specs)} clips ({frames} frames, {size}px, layout {layout}) to "
+        f"wrote {len(specs)} clips ({frames} frames, {size}px, layout {layout}{look}) to "
         f"{os.path.abspath(out)} in {time.perf_counter() - start:.1f}s"
     )
 
 
 def _write_manifest(
-    root: str, layout: str, size: int, seed: int, clips_scale: float, knobs: Knobs, specs: list[ClipSpec]
+    root: str,
+    layout: str,
+    size: int,
+    seed: int,
+    clips_scale: float,
+    knobs: Knobs,
+    specs: list[ClipSpec],
+    gap: tuple[str, ...] = (),
 ) -> None:
-    """synthetic.json: the arguments, the knobs and every clip's frames and AU events."""
+    """synthetic.json: the arguments, the knobs, the domain gap if any, every clip's frames and AU events."""
     px = size / REFERENCE_SIZE
     clips = [
         {
@@ -234,6 +254,7 @@ def _write_manifest(
         "seed": seed,
         "clips_scale": clips_scale,
         "knobs": dataclasses.asdict(knobs),
+        **({"macro_gap": list(gap)} if gap else {}),  # absent in the in-domain benchmark (same bytes)
         "clips": clips,
     }
     with open(os.path.join(root, "synthetic.json"), "w") as f:

@@ -159,6 +159,7 @@ class ClipSpec:
     num_frames: int
     seed: tuple[int, ...]  # entropy of this clip's own random stream
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    gap: tuple[str, ...] = ()  # domain-gap factors of a macro clip (domain_gap.apply sets them)
 
     @property
     def frame_numbers(self) -> list[int]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ma2mi_jax.data.synthetic import action_units as aus_lib
-from ma2mi_jax.data.synthetic import layouts
+from ma2mi_jax.data.synthetic import domain_gap, layouts
 from ma2mi_jax.data.synthetic.action_units import Event
 from ma2mi_jax.data.synthetic.knobs import Knobs
 from ma2mi_jax.data.synthetic.layouts import PROFILES, ClipSpec
@@ -80,12 +80,24 @@ def _macro_events(emotion: str, num_frames: int, knobs: Knobs, rng: np.random.Ge
     return events
 
 
-def plan(layout: str, seed: int = 0, clips_scale: float = 1.0, knobs: Knobs | None = None) -> list[ClipSpec]:
-    """Every clip of a layout: subject, names, emotion, AU events and frame numbers (no pixels)."""
+def plan(
+    layout: str,
+    seed: int = 0,
+    clips_scale: float = 1.0,
+    knobs: Knobs | None = None,
+    macro_gap: Sequence[str] = (),
+) -> list[ClipSpec]:
+    """Every clip of a layout: subject, names, emotion, AU events and frame numbers (no pixels).
+
+    `macro_gap`: domain-gap factors (`domain_gap.FACTORS`) of the macro layout's clips; a micro
+    layout refuses them. The draws of the plan do not depend on them.
+    """
     if layout not in PROFILES:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if clips_scale <= 0:
         raise ValueError(f"clips_scale must be > 0, got {clips_scale}")
+    gap = domain_gap.parse(macro_gap)
+    domain_gap.check_layout(layout, gap)
     knobs = knobs or Knobs()
     prof = PROFILES[layout]
     rng = np.random.default_rng(np.random.SeedSequence([seed, LAYOUT_CODE[layout]]))
@@ -128,4 +140,4 @@ def plan(layout: str, seed: int = 0, clips_scale: float = 1.0, knobs: Knobs | No
                 extra,
             )
         )
-    return specs
+    return [domain_gap.apply(spec, gap) for spec in specs] if gap else specs
