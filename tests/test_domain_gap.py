@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,6 +19,7 @@ from ma2mi_jax import cli, errors
 from ma2mi_jax.data.synthetic import domain_gap, faces, generator, planning, rendering
 from ma2mi_jax.data.synthetic.knobs import Knobs
 from ma2mi_jax.workflows import quickstart
+from tests.helpers.configs import tiny_finetune_config, tiny_pretrain_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -221,15 +223,16 @@ def test_same_seed_same_bytes_with_the_gap_and_the_manifest_records_it(tmp_path)
     assert all(a[k] != plain[k] for k in frames)
 
 
-def test_quickstart_passes_the_gap_to_the_macro_set_only(tmp_path, monkeypatch):
-    calls = {}
-    monkeypatch.setattr(
-        quickstart.synthetic, "generate", lambda layout, out, **kw: calls.setdefault(layout, kw) and []
-    )
-    cfg = lambda: type("C", (), {"seed": 0, "data": type("D", (), {"image_size": 32})})()
-    quickstart.generate_data(cfg(), cfg(), quickstart.Paths(str(tmp_path)), 0.1, macro_gap=("timing",))
-    assert calls["dfew"]["macro_gap"] == ("timing",)
-    assert tuple(calls["casme2"]["macro_gap"]) == ()
+def test_quickstart_passes_the_gap_to_the_macro_set_only_and_refuses_another(tmp_path):
+    pre, loso = tiny_pretrain_config({}), tiny_finetune_config("unused", "unused")
+    paths = quickstart.Paths(str(tmp_path))
+    quickstart.generate_data(pre, loso, paths, 0.02, macro_gap=("timing",))
+    manifest = lambda root: json.loads((Path(root) / "synthetic.json").read_text())
+    assert manifest(paths.macro_data)["macro_gap"] == ["timing"]
+    assert "macro_gap" not in manifest(paths.micro_data)
+    quickstart.generate_data(pre, loso, paths, 0.02, macro_gap=("timing",))  # reused as it is
+    with pytest.raises(errors.ConfigError, match=r"generated with domain gap \['timing'\], not none"):
+        quickstart.generate_data(pre, loso, paths, 0.02)
 
 
 def test_script_refuses_an_unknown_factor_in_one_line(tmp_path):

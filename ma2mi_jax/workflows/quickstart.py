@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from ma2mi_jax import errors
+from ma2mi_jax.data.synthetic import domain_gap
 from ma2mi_jax.data.synthetic import generator as synthetic
 from ma2mi_jax.evaluation import probe
 from ma2mi_jax.models import vae as vae_lib
@@ -68,6 +71,7 @@ def _generate(
 ) -> None:
     """Generate a synthetic data set unless a finished one is already there (`macro_gap`: dfew only)."""
     if os.path.isdir(out) and os.listdir(out):
+        _check_same_gap(out, domain_gap.parse(macro_gap))
         print(f"[data] reusing {out}", flush=True)
         return
     start = time.perf_counter()
@@ -78,6 +82,20 @@ def _generate(
         f"[data] {layout}: {len(specs)} clips at {size}px in {out} ({time.perf_counter() - start:.0f} s)",
         flush=True,
     )
+
+
+def _check_same_gap(out: str, gap: tuple[str, ...]) -> None:
+    """ConfigError when a data set to reuse was generated with other domain-gap factors."""
+    manifest = os.path.join(out, "synthetic.json")
+    if not os.path.isfile(manifest):
+        return
+    with open(manifest) as f:
+        had = tuple(json.load(f).get("macro_gap", ()))
+    if had != gap:
+        raise errors.ConfigError(
+            f"{out} was generated with domain gap {list(had) or 'none'}, not {list(gap) or 'none'}: "
+            "give another --out"
+        )
 
 
 def generate_data(
