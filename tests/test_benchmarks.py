@@ -180,3 +180,18 @@ def test_gpu_check_parts_at_paper_size_name_real_configs(tmp_path):
     assert "--config.dtype=bfloat16" in paper[0].command and "--config.dtype=float32" in paper[1].command
     log = "group_000 epoch 1/2: loss 1.6 acc 0.2 (12.5s)\ngroup_000 epoch 2/2: loss 1.5 acc 0.3 (2.5s)\n"
     assert check.epoch_figures(log) == {"first_epoch_s": 12.5, "seconds_per_epoch": 2.5}
+
+
+def test_input_pipeline_rate_at_tiny():
+    """benchmarks/input_pipeline.py generates a set, reads it through the pipeline and prints its rate."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "input_pipeline.py"), "--config", "configs/synthetic_pretrain.py:tiny",
+         "--batches", "2", "--clips_scale", "0.05", "--target", "1000"],
+        cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    fig = _common().parse_figures(proc.stdout)
+    _positive(fig, ["pairs_per_s", "pairs_per_core_s", "cpu_ms_per_pair", "cores_needed"])
+    assert fig["cores_needed"] == pytest.approx(1000 / fig["pairs_per_core_s"], rel=0.01)
+    assert fig["cpu_ms_per_pair"] == pytest.approx(1000 / fig["pairs_per_core_s"], rel=0.01)
+    assert "clips: 16 at 32 px, batch 4, 2 timed batches" in proc.stdout  # DFEW x 0.05
