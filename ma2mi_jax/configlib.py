@@ -181,7 +181,7 @@ def _micro_data() -> ml_collections.ConfigDict:
 
 
 def _finetune_switches() -> ml_collections.ConfigDict:
-    """How the folds train: grouping, sequential folds, frozen parts, head start, auxiliary loss."""
+    """How the folds train: grouping, sequential folds, frozen parts, head start, domain-gap remedies."""
     return ml_collections.ConfigDict(
         {
             # Folds trained together, each group to its last epoch before the next starts. 0 = automatic:
@@ -204,6 +204,21 @@ def _finetune_switches() -> ml_collections.ConfigDict:
             # "zero" (the paper's zero-initialised head) | "probe": each fold's head starts at a
             # linear probe of its training subjects' frozen c (train/finetune/head_init.py).
             "head_init": "zero",
+            # Fine-tuning across a domain gap (train/finetune/__init__.py); each off by default, the
+            # paper's plain fine-tuning. Re-estimate the encoders' BatchNorm statistics on each fold's
+            # own training pairs before its first step (unaugmented, labels unused; the probe's procedure).
+            "bn_reestimate": False,
+            # Multiplier of both encoders' updates (learning rate and its weight decay); the head at 1.
+            "encoder_lr_scale": 1.0,
+            # Epochs over which the encoders' rate rises linearly from 0 once they train; 0 = off.
+            "encoder_warmup_epochs": 0,
+            # L2-SP: adds (weight / 2) * ||w - w_start||^2 over both encoders' parameters to the loss.
+            "l2sp_weight": 0.0,
+            # The encoders' BatchNorm in inference mode: running statistics kept, scale and bias train.
+            "freeze_bn": False,
+            # Every N epochs (and at the start) a linear probe of each fold's current encoder, scored on
+            # its held-out subjects, in results.json's "transfer_per_epoch"; 0 = off.
+            "probe_every": 0,
             "aux_rec_weight": 0.0,  # > 0 keeps L_rec as an auxiliary loss (needs the DiT)
             "final_model": False,  # also train one model on all subjects for export
             # Training subjects of each fold held out to choose its epoch (docs/results.md#model-selection);

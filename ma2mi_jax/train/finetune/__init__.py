@@ -13,11 +13,27 @@
    from its own training subjects (`inputs`), and gathering, warping and the step run in one compiled
    step, vmapped over the folds or one fold at a time (`finetune.sequential`); with
    `finetune.aux_rec_weight > 0` the loss adds L_rec through each fold's copy of the pre-trained DiT
-   (`aux_rec`);
+   (`aux_rec`). Switches for fine-tuning across a domain gap, each off by default (off = the paper's
+   plain fine-tuning; docs/decisions.md#fine-tuning-across-a-domain-gap-the-switches):
+   - `finetune.bn_reestimate`: each fold's encoders start with BatchNorm statistics re-estimated on
+     its own training pairs (unaugmented train-mode passes, labels unused; the probe's procedure,
+     `head_init.fold_starts`) instead of the macro set's;
+   - `finetune.encoder_lr_scale`, `finetune.encoder_warmup_epochs`: both encoders' AdamW updates
+     (weight decay included) times the scale, ramped up linearly over the warm-up epochs once they
+     train; the head at the full rate (`optim.make_optimizer(held_scale=...)`);
+   - `finetune.l2sp_weight`: L2-SP, the loss adds (weight / 2) * ||w - w_start||^2 over both
+     encoders' parameters (Li et al., ICML 2018; `fold_step.l2sp_penalty`);
+   - `finetune.freeze_bn`: the encoders' BatchNorm in inference mode (running statistics kept,
+     scale and bias trained; `fold_step.inference_bn_modules`);
+   - `finetune.head_only_epochs` and `finetune.head_init="probe"` (LP-FT), as above;
 4. evaluates every held-out sample with its own fold's model every `train.log_every` epochs and at
    the last epoch, and reports the pooled metrics of the LAST epoch (`results`: results.json,
    predictions.csv, confusion_matrix.png, console table). A best-epoch-per-fold figure, selected on
-   the test subject, is printed only under a label saying so.
+   the test subject, is printed only under a label saying so. The transfer table
+   (`results.transfer_table`, results.json's "transfer_per_epoch", printed after the results) pools
+   per evaluated epoch and at the start (epoch 0): held-out accuracy and UF1, each encoder's mean
+   relative distance ||w - w0|| / ||w0|| from the start and, every `finetune.probe_every` epochs,
+   the held-out UF1 of a linear probe of each fold's current encoder (`group_loop`).
 
 Checkpoints (`workdir_files`: workdir/checkpoints/<group>/<epoch>) hold the stacked fold state and the
 evaluation history; a killed run continues from the latest one and ends with the same results.json

@@ -43,6 +43,24 @@ def _check_train(c: ml_collections.ConfigDict, problems: list[str]) -> None:
         )
 
 
+def _check_remedies(c: ml_collections.ConfigDict, problems: list[str]) -> None:
+    """The domain-gap switches: encoder_lr_scale, encoder_warmup_epochs, l2sp_weight, probe_every."""
+    ft, epochs = c.finetune, int(c.train.epochs)
+    scale, l2sp = float(ft.encoder_lr_scale), float(ft.l2sp_weight)
+    if not (math.isfinite(scale) and scale > 0):
+        problems.append(f"finetune.encoder_lr_scale must be a finite number > 0, got {ft.encoder_lr_scale}")
+    trained = epochs - int(ft.head_only_epochs)  # epochs in which the encoders move
+    if not 0 <= int(ft.encoder_warmup_epochs) < max(trained, 1):
+        problems.append(
+            "finetune.encoder_warmup_epochs must be >= 0 and below train.epochs - finetune.head_only_epochs "
+            f"({trained}), got {ft.encoder_warmup_epochs}"
+        )
+    if not (math.isfinite(l2sp) and l2sp >= 0):
+        problems.append(f"finetune.l2sp_weight must be a finite number >= 0 (0 = off), got {ft.l2sp_weight}")
+    if int(ft.probe_every) < 0:
+        problems.append(f"finetune.probe_every must be >= 0 (0 = off), got {ft.probe_every}")
+
+
 def _check_augment(c: ml_collections.ConfigDict, problems: list[str]) -> None:
     aug, size = c.data.augment, int(c.data.image_size)
     if int(aug.crop_pad) < 0 or float(aug.rotation_deg) < 0:
@@ -74,6 +92,7 @@ def validate_finetune_config(config: ml_collections.ConfigDict) -> None:
     """Raise ConfigError listing every invalid key of a fine-tuning config (no data or compute needed)."""
     problems: list[str] = []
     _check_train(config, problems)
+    _check_remedies(config, problems)
     _check_augment(config, problems)
     _check_aux(config, problems)
     if problems:

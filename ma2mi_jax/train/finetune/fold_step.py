@@ -15,7 +15,11 @@ fold) and the frozen VAE's parameters are the frozen inputs.
 Frozen encoders (finetune.freeze_position / freeze_action) get zero updates and no optimiser state
 (`optim.make_optimizer(..., trainable)`), and their BatchNorm layers run in inference mode: they
 normalise with the stored running statistics, which therefore stay exactly as initialised. A frozen
-encoder is then the same function in training and at test time.
+encoder is then the same function in training and at test time. `finetune.freeze_bn` puts both
+encoders' BatchNorm layers in that inference mode while their parameters still train
+(`inference_bn_modules`). With `finetune.l2sp_weight > 0` the loss adds the L2-SP penalty
+(weight / 2) * ||w - w_start||^2 over both encoders' parameters (`l2sp_penalty`); w_start, the
+same for every fold, travels with the frozen inputs ({"aux": ..., "l2sp_start": ...}).
 """
 
 from __future__ import annotations
@@ -106,6 +110,43 @@ def encoder_path(path: tuple[str, ...]) -> bool:
     return any(name in path for name in FREEZABLE.values())
 
 
+def inference_bn_modules(finetune_cfg: Any) -> tuple[str, ...]:
+    """Encoders whose BatchNorm runs in inference mode: both with finetune.freeze_bn, else the frozen ones."""
+    if bool(finetune_cfg.get("freeze_bn", False)):
+        return tuple(FREEZABLE.values())
+    return frozen_modules(finetune_cfg)
+
+
+def encoder_params(classifier_params: PyTree) -> dict[str, PyTree]:
+    """{encoder name: its parameters} of a classifier's params (the model's encoders only)."""
+    miac = classifier_params["miacnet"]
+    return {name: miac[name] for name in FREEZABLE.values() if name in miac}
+
+
+def l2sp_penalty(classifier_params: PyTree, start: dict[str, PyTree]) -> jax.Array:
+    """Sum over both encoders' parameters of (w - w_start)^2; `start` is `encoder_params` of the start."""
+    now = encoder_params(classifier_params)
+    terms = [
+        jnp.sum(jnp.square(w.astype(jnp.float32) - w0.astype(jnp.float32)))
+        for name in start
+        for w, w0 in zip(jax.tree.leaves(now[name]), jax.tree.leaves(start[name]), strict=True)
+    ]
+    return sum(terms, jnp.zeros((), jnp.float32))
+
+
+@jax.jit
+def encoder_distances(classifier_params: PyTree, start: dict[str, PyTree]) -> dict[str, jax.Array]:
+    """{encoder name: ||w - w_start|| / ||w_start|| over all its parameters} of ONE fold, f32[] each."""
+    now = encoder_params(classifier_params)
+    out = {}
+    for name, tree in start.items():
+        pairs = zip(jax.tree.leaves(now[name]), jax.tree.leaves(tree), strict=True)
+        diff = sum(jnp.sum(jnp.square(w.astype(jnp.float32) - w0.astype(jnp.float32))) for w, w0 in pairs)
+        norm = sum(jnp.sum(jnp.square(w0.astype(jnp.float32))) for w0 in jax.tree.leaves(tree))
+        out[name] = jnp.sqrt(diff) / jnp.maximum(jnp.sqrt(norm), jnp.finfo(jnp.float32).tiny)
+    return out
+
+
 @contextlib.contextmanager
 def frozen_batchnorm(frozen: Sequence[str]) -> Iterator[None]:
     """Within this context, BatchNorm layers under a frozen module normalise with running statistics.
@@ -185,15 +226,21 @@ def make_objective(
     frozen: Sequence[str] = (),
     aux_loss: AuxLoss | None = None,
     aux_weight: float = 0.0,
+    l2sp_weight: float = 0.0,
 ) -> Objective:
     """One fold's loss: (params, batch_stats, batch, key, frozen_inputs) -> (total, (logits, stats, parts)).
 
     The loss `make_frame_step` differentiates: `loss_fn(logits, labels)` plus `aux_weight` times
     `aux_loss(params, c, batch, key, frozen_inputs)` when given, BatchNorm of the `frozen`
-    encoders in inference mode; parts holds "ce" (and "rec").
+    encoders in inference mode; parts holds "ce" (and "rec"). With l2sp_weight > 0 the frozen
+    inputs are {"aux": the aux loss's, "l2sp_start": `encoder_params` of the start} and the loss
+    adds l2sp_weight / 2 * `l2sp_penalty` (parts["l2sp"]: the penalty, unweighted).
     """
 
     def objective(params, batch_stats, batch, key, frozen_inputs):
+        start = None
+        if l2sp_weight > 0:
+            start, frozen_inputs = frozen_inputs["l2sp_start"], frozen_inputs["aux"]
         variables = {"params": params["classifier"], "batch_stats": batch_stats}
         with frozen_batchnorm(frozen):
             (logits, c), new_vars = model.apply(
@@ -212,6 +259,10 @@ def make_objective(
             rec = aux_loss(params, c, batch, key, frozen_inputs)
             total = ce + aux_weight * rec
             parts["rec"] = rec
+        if start is not None:
+            penalty = l2sp_penalty(params["classifier"], start)
+            total = total + 0.5 * l2sp_weight * penalty
+            parts["l2sp"] = penalty
         return total, (logits, new_vars["batch_stats"], parts)
 
     return objective
@@ -224,6 +275,7 @@ def make_frame_step(
     frozen: Sequence[str] = (),
     aux_loss: AuxLoss | None = None,
     aux_weight: float = 0.0,
+    l2sp_weight: float = 0.0,
 ) -> FrameStep:
     """One optimisation step of ONE fold on frames: (state, batch, key, frozen) -> (state, metrics).
 
@@ -231,9 +283,11 @@ def make_frame_step(
     when the pairs were registered beforehand, "motion" f32[B,H,W,3] (`fold_data`).
     `aux_loss(params, c, batch, key, frozen)` (optional) adds `aux_weight` times an auxiliary loss
     on the condition vector c, e.g. L_rec through the pre-trained DiT; `frozen` (e.g. the VAE's
-    parameters, shared by all folds) is never differentiated nor updated.
+    parameters, shared by all folds) is never differentiated nor updated; with l2sp_weight > 0 it
+    also holds the encoders' start (`make_objective`). `frozen` names the encoders whose BatchNorm
+    runs in inference mode (`inference_bn_modules`).
     """
-    objective = make_objective(model, loss_fn, frozen, aux_loss, aux_weight)
+    objective = make_objective(model, loss_fn, frozen, aux_loss, aux_weight, l2sp_weight)
 
     def step(state: FoldState, batch: dict, key: jax.Array, frozen_inputs: PyTree = None):
         step_key = jax.random.fold_in(key, state.step)

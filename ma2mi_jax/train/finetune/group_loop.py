@@ -3,6 +3,11 @@
 `build_group` returns a `GroupTrainer` (the runner, the folds' batch streams and keys, the
 optimiser), which the benchmark and the tests reuse; `train_group` drives it from the latest
 checkpoint to the last epoch and returns the group's evaluation history.
+
+The history's "transfer" rows follow where the pre-trained start goes: at the start (epoch 0) and
+at every evaluated epoch, each fold's relative distance of each encoder's weights from their start,
+||w - w0|| / ||w0||, and with `finetune.probe_every` a linear probe of each fold's current encoder
+scored on its held-out subjects (`head_init.current_probe_predictions`); `results` pools them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -36,16 +42,20 @@ from ma2mi_jax.train.finetune.fold_execution import (
 )
 from ma2mi_jax.train.finetune.fold_step import (
     broadcast_folds,
+    encoder_distances,
+    encoder_params,
     encoder_path,
     fold_key,
     frozen_modules,
+    inference_bn_modules,
     init_fold_state,
     make_fold_predict,
     make_fold_step,
     make_frame_step,
+    take_fold,
     trainable_outside,
 )
-from ma2mi_jax.train.finetune.head_init import probe_heads
+from ma2mi_jax.train.finetune.head_init import current_probe_predictions, fold_starts
 from ma2mi_jax.train.finetune.inputs import FoldBatches, eval_index_batches, fold_seed
 from ma2mi_jax.train.finetune.plan import FoldSpec, Group
 
@@ -88,20 +98,66 @@ class GroupTrainer:
     eval_batch_size: int
     # finetune.head_init="probe": fits {"kernel" [F,D,N], "bias" [F,N]}, a head per padded fold
     fit_heads: Callable[[], dict] | None = None
+    # finetune.bn_reestimate: MIACNet's batch statistics re-estimated per padded fold, leaves [F,...]
+    fit_batch_stats: Callable[[], dict] | None = None
+    # finetune.probe_every > 0: (one fold's classifier variables, its spec) -> test predictions int64[n]
+    probe_fold: Callable[[dict, FoldSpec], np.ndarray] | None = None
+    probe_every: int = 0
 
-    def initial_state(self, fitted_heads: bool = True) -> GroupState:
-        """Every fold at step 0 from the same variables (and its own fitted head, with `fit_heads`).
+    def initial_state(self, fitted: bool = True) -> GroupState:
+        """Every fold at step 0 from the same variables (and its own fitted head and BatchNorm
+        statistics, with `fit_heads` and `fit_batch_stats`).
 
-        fitted_heads=False skips the fit: a resumed run's restore template only needs the shapes.
+        fitted=False skips the fits: a resumed run's restore template only needs the shapes.
         """
         state = broadcast_folds(self.fresh, len(self.padded))
-        if self.fit_heads is not None and fitted_heads:
+        if self.fit_heads is not None and fitted:
             classifier = {
                 **state.params["classifier"],
                 "head": {k: jnp.asarray(v) for k, v in self.fit_heads().items()},
             }
             state = state.replace(params={**state.params, "classifier": classifier})
+        if self.fit_batch_stats is not None and fitted:
+            miacnet = jax.tree.map(jnp.asarray, self.fit_batch_stats())  # leaves [F,...]
+            state = state.replace(batch_stats={**state.batch_stats, "miacnet": miacnet})
         return self.runner.group_state(state)
+
+    def fold_variables(self, state: GroupState, index: int) -> dict:
+        """The classifier variables {"params", "batch_stats"} of padded fold `index`, whatever the mode."""
+        one = state[index] if self.runner.sequential else take_fold(state, index)
+        return {"params": one.params["classifier"], "batch_stats": one.batch_stats}
+
+    def weight_distances(self, state: GroupState) -> list[dict[str, float]]:
+        """Per real fold: {encoder name: ||w - w0|| / ||w0||} from the run's start (`encoder_distances`)."""
+        start = encoder_params(self.fresh.params["classifier"])
+        out = []
+        for i in range(len(self.real)):
+            d = encoder_distances(self.fold_variables(state, i)["params"], start)
+            out.append({k: float(v) for k, v in jax.device_get(d).items()})
+        return out
+
+    def probes_at(self, epoch: int) -> bool:
+        """Whether the finetune.probe_every probe runs at `epoch` (0 = the start)."""
+        return self.probe_fold is not None and self.probe_every > 0 and epoch % self.probe_every == 0
+
+    def transfer_row(self, state: GroupState, epoch: int, start_probabilities: list | None = None) -> dict:
+        """The "transfer" row of `epoch`: weight distances, the probe when due, and at epoch 0 the
+        start's held-out predictions (`start_probabilities`, f32[n_test, N] per real fold)."""
+        names = [f.name for f in self.real]
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "distance": dict(zip(names, self.weight_distances(state), strict=True)),
+        }
+        if start_probabilities is not None:
+            row["predictions"] = {
+                n: np.asarray(p).argmax(-1).tolist() for n, p in zip(names, start_probabilities, strict=True)
+            }
+        if self.probes_at(epoch):
+            row["probe"] = {
+                f.name: self.probe_fold(self.fold_variables(state, i), f).tolist()
+                for i, f in enumerate(self.real)
+            }
+        return row
 
     def run_epoch(
         self, state: GroupState, epoch: int, on_fold: Callable[[int], None] | None = None
@@ -169,13 +225,21 @@ def build_group(
     shared = {} if shared is None else shared
     key = (int(config.train.epochs), group.steps_per_epoch, len(padded))
     if key not in shared:
-        shared[key] = _optimiser_and_runner(group, config, model, data, aux, sequential, mesh)
+        shared[key] = _optimiser_and_runner(group, config, model, variables, data, aux, sequential, mesh)
     tx, runner = shared[key]
     keys = jnp.stack([fold_key(int(config.seed), f.index) for f in padded])
     extra = None if aux is None else {"dit": aux.dit_params}
-    fit_heads = None
-    if str(ft.head_init) == "probe":
-        fit_heads = functools.partial(_fit_probe_heads, config, variables, data, padded, group.name)
+    fit_heads = fit_batch_stats = None
+    heads, stats = str(ft.head_init) == "probe", bool(ft.bn_reestimate)
+    if heads or stats:
+        starts = functools.cache(
+            functools.partial(_fit_fold_starts, config, variables, data, padded, group.name, heads, stats)
+        )
+        fit_heads = (lambda: starts()["head"]) if heads else None
+        fit_batch_stats = (lambda: starts()["batch_stats"]) if stats else None
+    probe_fold = None
+    if int(ft.probe_every) > 0:
+        probe_fold = functools.partial(_probe_fold, config, data)
     return GroupTrainer(
         group=group,
         real=real,
@@ -188,6 +252,9 @@ def build_group(
         labels=np.asarray(data["labels"]),
         eval_batch_size=int(config.train.batch_size),
         fit_heads=fit_heads,
+        fit_batch_stats=fit_batch_stats,
+        probe_fold=probe_fold,
+        probe_every=int(ft.probe_every),
     )
 
 
@@ -195,6 +262,7 @@ def _optimiser_and_runner(
     group: Group,
     config: ml_collections.ConfigDict,
     model: Any,
+    variables: dict,
     data: dict,
     aux: AuxReconstruction | None,
     sequential: bool,
@@ -203,43 +271,84 @@ def _optimiser_and_runner(
     """The group's optimiser (its schedule) and the runner of its jitted fold step and prediction."""
     ft = config.finetune
     frozen = frozen_modules(ft)
+    hold_steps = int(ft.head_only_epochs) * group.steps_per_epoch
     tx = optim.make_optimizer(
         config.train,
         int(config.train.epochs) * group.steps_per_epoch,
         trainable_outside(frozen) if frozen else None,
         held=encoder_path,
-        hold_steps=int(ft.head_only_epochs) * group.steps_per_epoch,
+        hold_steps=hold_steps,
+        held_scale=optim.scaled_warmup(
+            float(ft.encoder_lr_scale), hold_steps, int(ft.encoder_warmup_epochs) * group.steps_per_epoch
+        ),
     )
+    l2sp_weight = float(ft.l2sp_weight)
     frame_step = make_frame_step(
         model,
         tx,
         losses.cross_entropy,
-        frozen,
+        inference_bn_modules(ft),
         aux_loss=None if aux is None else aux.loss,
         aux_weight=float(ft.aux_rec_weight),
+        l2sp_weight=l2sp_weight,
     )
+    frozen_inputs = None if aux is None else aux.frozen_inputs()
+    if l2sp_weight > 0:
+        frozen_inputs = {"aux": frozen_inputs, "l2sp_start": encoder_params(variables["params"])}
     runner = FoldGroupRunner(
         make_fold_step(frame_step, PairAugment.from_config(config.data.augment)),
         make_fold_predict(model),
         data,
         sequential=sequential,
         mesh=mesh,
-        frozen_inputs=None if aux is None else aux.frozen_inputs(),
+        frozen_inputs=frozen_inputs,
         fold_threads=int(ft.fold_threads),
     )
     return tx, runner
 
 
-def _fit_probe_heads(
-    config: ml_collections.ConfigDict, variables: dict, data: dict, padded: list[FoldSpec], name: str
-) -> dict:
-    """finetune.head_init="probe": each padded fold's head fitted on its training pairs (`probe_heads`)."""
+def _pairs(data: dict, indices: np.ndarray | None = None) -> np.ndarray:
+    """Onset/apex pairs uint8[n,2,H,W,3] of the data set's frames (all, or those of `indices`)."""
     frames = np.asarray(data["frames"])  # [N,H,W,6]
-    pairs = np.stack([frames[..., :3], frames[..., 3:]], axis=1)  # [N,2,H,W,3]
+    if indices is not None:
+        frames = frames[np.asarray(indices)]
+    return np.stack([frames[..., :3], frames[..., 3:]], axis=1)
+
+
+def _fit_fold_starts(
+    config: ml_collections.ConfigDict,
+    variables: dict,
+    data: dict,
+    padded: list[FoldSpec],
+    name: str,
+    heads: bool,
+    batch_stats: bool,
+) -> dict:
+    """finetune.head_init="probe" / finetune.bn_reestimate: each padded fold's head and BatchNorm
+    statistics from its training pairs (`fold_starts`)."""
     train = [f.train_indices for f in padded]
-    heads = probe_heads(config, variables, pairs, np.asarray(data["labels"]), train)
-    log.info("%s: heads started at a linear probe of each fold's training subjects", name)
-    return heads
+    labels = np.asarray(data["labels"])
+    starts = fold_starts(config, variables, _pairs(data), labels, train, heads=heads, batch_stats=batch_stats)
+    if heads:
+        log.info("%s: heads started at a linear probe of each fold's training subjects", name)
+    if batch_stats:
+        log.info("%s: BatchNorm statistics re-estimated on each fold's training pairs", name)
+    return starts
+
+
+def _probe_fold(config: ml_collections.ConfigDict, data: dict, variables: dict, fold: FoldSpec) -> np.ndarray:
+    """finetune.probe_every: the probe of one fold's current encoder, its test predictions int64[n_test]."""
+    used = np.concatenate([fold.train_indices, fold.test_indices])  # only this fold's pairs are read
+    n_train = len(fold.train_indices)
+    labels = np.asarray(data["labels"])[used]
+    return current_probe_predictions(
+        config,
+        variables,
+        _pairs(data, used),
+        labels,
+        np.arange(n_train),
+        np.arange(n_train, len(used)),
+    )
 
 
 def eval_epochs(epochs: int, every: int) -> set[int]:
@@ -303,7 +412,7 @@ def _resume(trainer: GroupTrainer, ckpt: checkpoints.Checkpoints) -> tuple[Group
     """(state, history, checkpoint meta, epochs done) from the latest checkpoint, or a fresh start."""
     found = None
     if ckpt.all_steps():
-        found = ckpt.restore_latest(trainer.runner.stacked(trainer.initial_state(fitted_heads=False)))
+        found = ckpt.restore_latest(trainer.runner.stacked(trainer.initial_state(fitted=False)))
     if found is None:
         history = {"epochs": [], "predictions": {f.name: [] for f in trainer.real}, "train": []}
         return trainer.initial_state(), history, {}, 0
@@ -333,7 +442,8 @@ def train_group(
     """Train (or resume) one group of folds to the last epoch; returns its evaluation history.
 
     history = {"epochs": [e...], "predictions": {fold: [[pred per test sample] per eval epoch]},
-               "probabilities": {fold: f32[n_test, N] at the last epoch}, "train": [...]}.
+               "probabilities": {fold: f32[n_test, N] at the last epoch}, "train": [...],
+               "transfer": [`GroupTrainer.transfer_row` at epoch 0 and each evaluated or probed epoch]}.
     """
     group, real, epochs = trainer.group, trainer.real, int(config.train.epochs)
     ckpt = workdir_files.group_checkpoints(workdir, group.name, int(config.train.keep_checkpoints))
@@ -341,6 +451,9 @@ def train_group(
     evaluate_at = eval_epochs(epochs, int(config.train.log_every))
     save_at = eval_epochs(epochs, int(config.train.checkpoint_every))
     log.info("%s", _describe(trainer))
+    tested = any(len(f.test_indices) for f in real)
+    if start == 0 and tested:
+        history["transfer"] = [trainer.transfer_row(state, 0, trainer.evaluate(state)[0])]
     probabilities = (
         [np.asarray(meta["probabilities"][f.name]) for f in real] if "probabilities" in meta else None
     )
@@ -358,10 +471,12 @@ def train_group(
             history["train"].append({"epoch": epoch, **stats})
             scalars.write(epoch, {f"{group.name}/train_{k}": v for k, v in stats.items()})
             line = _epoch_line(group.name, epoch, epochs, stats)
-            if epoch in evaluate_at and any(len(f.test_indices) for f in real):
+            if epoch in evaluate_at and tested:
                 probabilities, accuracy, said = _evaluate_into(trainer, state, history, epoch)
                 line += said
                 scalars.write(epoch, {f"{group.name}/test_accuracy": accuracy})
+            if tested and (epoch in evaluate_at or trainer.probes_at(epoch)):
+                history.setdefault("transfer", []).append(trainer.transfer_row(state, epoch))
             log.info("%s (%.1fs)", line, time.perf_counter() - t0)
             stopping = epoch < epochs and preemption.requested()
             if epoch in save_at or stopping:

@@ -24,7 +24,7 @@ from ma2mi_jax.train.finetune.fold_execution import folds_per_group
 from ma2mi_jax.train.finetune.fold_step import fold_data
 from ma2mi_jax.train.finetune.group_loop import BatchSource, build_group, fold_batches, train_group
 from ma2mi_jax.train.finetune.inputs import read_data
-from ma2mi_jax.train.finetune.results import assemble_results
+from ma2mi_jax.train.finetune.results import TRANSFER_KEY, assemble_results, transfer_lines
 from ma2mi_jax.train.finetune.starting_point import build_classifier, initial_variables
 
 log = logging.getLogger(__name__)
@@ -141,3 +141,5 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: Path, results: dic
     )
     files.write_json(paths["results"], results)
     print(report.console_table(results, paths), flush=True)
+    if TRANSFER_KEY in results:
+        print(transfer_lines(results[TRANSFER_KEY]), flush=True)

@@ -1,5 +1,6 @@
 """Per-fold evaluation histories in, pooled metrics out: the last epoch (reported), the epoch chosen
-on validation subjects (when held out) and the test-selected bound, each labelled."""
+on validation subjects (when held out) and the test-selected bound, each labelled; and the per-epoch
+transfer table (held-out metrics, encoder weight distances from the start, the optional probe)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from ma2mi_jax.train.finetune.plan import FoldSpec
 
 BEST_EPOCH_LABEL = "best epoch per fold, selected on the test subject — optimistic, not a valid estimate"
 VALIDATION_LABEL = "epoch per fold selected on held-out training subjects — a valid estimate"
+TRANSFER_KEY = "transfer_per_epoch"
+TRANSFER_LABEL = (
+    "per evaluated epoch (0 = the start), pooled over folds: held-out accuracy and UF1 of the fine-tuned "
+    "model, mean relative distance ||w - w0|| / ||w0|| of each encoder's weights from the start, and "
+    "(finetune.probe_every) the held-out UF1 of a linear probe of the current encoder"
+)
 RETRAINED_LABEL = (
     "retrained on all training subjects for each fold's validation-selected epochs — a valid estimate"
 )
@@ -206,4 +213,73 @@ def _other_figures(
     bound = test_selected_bound(samples, evaluated, histories, num_classes)
     if bound is not None:
         figures["best_epoch_per_fold_test_selected"] = bound
+    table = transfer_table(samples, evaluated, histories, num_classes)
+    if table is not None:
+        figures[TRANSFER_KEY] = table
     return figures
+
+
+def _row_predictions(history: dict, row: dict, fold: str) -> list | None:
+    """A fold's held-out predictions at a transfer row's epoch: the start's at 0, else the evaluation's."""
+    if "predictions" in row:
+        return row["predictions"][fold]
+    if row["epoch"] in history["epochs"]:
+        return history["predictions"][fold][history["epochs"].index(row["epoch"])]
+    return None
+
+
+def transfer_table(
+    samples: Sequence[MicroSample], folds: Sequence[FoldSpec], histories: dict[str, dict], num_classes: int
+) -> dict | None:
+    """The "transfer" rows of every fold's history pooled per epoch (None without them).
+
+    Each row: epoch, accuracy and uf1 of the pooled held-out predictions (None where not evaluated),
+    distance {encoder: mean over folds of ||w - w0|| / ||w0||}, and probe_uf1 / probe_accuracy
+    where the probe ran. Only epochs that every fold recorded are pooled.
+    """
+    rows_of = {f.name: {r["epoch"]: r for r in histories[f.name].get("transfer", [])} for f in folds}
+    if not folds or not all(rows_of.values()):
+        return None
+    epochs = sorted(set.intersection(*(set(r) for r in rows_of.values())))
+    truth = np.asarray([samples[int(i)].label for f in folds for i in f.test_indices], np.int64)
+    table = []
+    for e in epochs:
+        rows = [rows_of[f.name][e] for f in folds]
+        row: dict = {"epoch": e}
+        preds = [_row_predictions(histories[f.name], r, f.name) for f, r in zip(folds, rows, strict=True)]
+        pooled = None
+        if all(p is not None for p in preds):
+            flat = np.asarray([x for p in preds for x in p], np.int64)  # the order of `truth`
+            pooled = metrics.summarize(truth, flat, num_classes)
+        row["accuracy"] = None if pooled is None else pooled["accuracy"]
+        row["uf1"] = None if pooled is None else pooled["uf1"]
+        encoders = sorted(rows[0]["distance"][folds[0].name])
+        row["distance"] = {
+            k: float(np.mean([r["distance"][f.name][k] for f, r in zip(folds, rows, strict=True)]))
+            for k in encoders
+        }
+        if all("probe" in r for r in rows):
+            probe = [x for f, r in zip(folds, rows, strict=True) for x in r["probe"][f.name]]
+            scored = metrics.summarize(truth, np.asarray(probe, np.int64), num_classes)
+            row["probe_accuracy"], row["probe_uf1"] = scored["accuracy"], scored["uf1"]
+        table.append(row)
+    return {"label": TRANSFER_LABEL, "rows": table}
+
+
+def transfer_lines(table: dict) -> str:
+    """The transfer table as console text: one line per epoch."""
+    encoders = sorted({k for r in table["rows"] for k in r["distance"]})
+    probe = any("probe_uf1" in r for r in table["rows"])
+
+    def cell(value: float | None, fmt: str) -> str:
+        return f"{'-':>8}" if value is None else format(value, fmt)
+
+    head = f"{'epoch':>6} {'acc':>8} {'UF1':>8}" + "".join(f" {'d_' + k.split('_')[0]:>10}" for k in encoders)
+    lines = [f"[{table['label']}]", head + (f" {'probe UF1':>10}" if probe else "")]
+    for r in table["rows"]:
+        line = f"{r['epoch']:>6} {cell(r['accuracy'], '8.4f')} {cell(r['uf1'], '8.4f')}"
+        line += "".join(f" {r['distance'][k]:>10.4f}" for k in encoders)
+        if probe:
+            line += f" {cell(r.get('probe_uf1'), '10.4f')}"
+        lines.append(line)
+    return "\n".join(lines)
