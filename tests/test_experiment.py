@@ -25,6 +25,17 @@ def test_every_row_names_existing_keys():
         experiment.override(ft, row.finetune)
 
 
+def test_rows_that_share_a_pretraining_share_its_settings():
+    """A row fine-tuning another row's pre-training (pretrained_as) asks for the same pre-training."""
+    rows = {r.name: r for r in experiment.ROWS}
+    shared = [r for r in experiment.ROWS if r.pretrained_as]
+    assert {r.name for r in shared} >= {"latent_probe_head", "latent_bn", "latent_l2sp"}
+    for row in shared:
+        assert row.pretrain_row == row.pretrained_as != row.name
+        assert rows[row.pretrained_as].pretrain == row.pretrain and not rows[row.pretrained_as].pretrained_as
+    assert rows["latent"].pretrain_row == "latent"
+
+
 def test_aggregate_and_table():
     runs = {
         "latent": [

@@ -64,13 +64,15 @@ ROWS = (
     Row("no_lpos", "w/o position losses", "Table 4", {"position_loss.enabled": False}),
     Row("joint", "branches not independent", "Table 4", {"model.stop_position_grad": False}),
     # Fine-tuning remedies for a domain gap: the latent row's pre-training, fine-tuned otherwise.
-    Row(
-        "latent_probe_head",
-        "MA2MI latent, head started at its probe fit",
-        "Fine-tuning",
-        {},
-        {"finetune.head_init": "probe"},
-        pretrained_as="latent",
+    *(
+        Row(name, f"MA2MI latent, {label}", "Fine-tuning", {}, switches, pretrained_as="latent")
+        for name, label, switches in (
+            ("latent_probe_head", "head started at its probe fit (LP-FT)", {"finetune.head_init": "probe"}),
+            ("latent_bn", "BatchNorm re-estimated first", {"finetune.bn_reestimate": True}),
+            ("latent_lr", "encoders at 0.1x the rate", {"finetune.encoder_lr_scale": 0.1}),
+            ("latent_l2sp", "L2-SP 0.01", {"finetune.l2sp_weight": 0.01}),
+            ("latent_freeze_bn", "BatchNorm frozen", {"finetune.freeze_bn": True}),
+        )
     ),
 )
 METRICS = ("accuracy", "uf1", "uar")
