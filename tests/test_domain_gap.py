@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +18,7 @@ from ma2mi_jax.data.synthetic import domain_gap, faces, generator, planning, ren
 from ma2mi_jax.data.synthetic.knobs import Knobs
 from ma2mi_jax.workflows import quickstart
 from tests.helpers.configs import tiny_finetune_config, tiny_pretrain_config
+from tests.helpers.files import tree_hashes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -193,15 +192,6 @@ def test_timing_shortens_the_rise_and_fall():
     assert np.abs(fast[1] - fast[0]).mean() > 1.5 * np.abs(ref[1] - ref[0]).mean()
 
 
-def _hashes(root: str) -> dict[str, str]:
-    out = {}
-    for path in sorted(glob.glob(os.path.join(root, "**", "*"), recursive=True)):
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
 def _read_text(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -212,7 +202,7 @@ def test_same_seed_same_bytes_with_the_gap_and_the_manifest_records_it(tmp_path)
     for root in roots[:2]:
         generator.generate("dfew", root, SIZE, seed=0, clips_scale=0.02, progress=False, macro_gap=["all"])
     generator.generate("dfew", roots[2], SIZE, seed=0, clips_scale=0.02, progress=False)
-    a, b, plain = (_hashes(r) for r in roots)
+    a, b, plain = (tree_hashes(r) for r in roots)
     assert a == b
     assert os.path.isfile(os.path.join(roots[0], "preview.png"))
     meta = [json.loads(_read_text(os.path.join(r, "synthetic.json"))) for r in (roots[0], roots[2])]

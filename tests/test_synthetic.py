@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
-import hashlib
 import importlib
 import json
 import os
@@ -25,6 +23,7 @@ from ma2mi_jax.data.synthetic import (
     rendering,
 )
 from ma2mi_jax.data.synthetic.knobs import Knobs
+from tests.helpers.files import tree_hashes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -37,15 +36,6 @@ RELEASE_COUNTS = {
 }
 CLASSES = {"casme2": configlib.CASME2_CLASSES, "samm": configlib.SAMM_CLASSES, "mmew": configlib.MMEW_CLASSES}
 QUIET = Knobs(noise=0.0, micro_jitter=0.0, micro_rotation=0.0, light_drift=0.0, blink_prob=0.0)
-
-
-def _hashes(root: str) -> dict[str, str]:
-    out = {}
-    for path in sorted(glob.glob(os.path.join(root, "**", "*"), recursive=True)):
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +54,12 @@ def test_same_seed_same_bytes_other_seed_differs(generated, tmp_path):
     root, _ = generated["casme2"]
     again = str(tmp_path / "again")
     generator.generate("casme2", again, size=SIZE, seed=0, clips_scale=SCALE, progress=False)
-    first, second = _hashes(root), _hashes(again)
+    first, second = tree_hashes(root), tree_hashes(again)
     assert first == second
     assert "CASME2-coding-20190701.xlsx" in first and sum(k.endswith(".jpg") for k in first) > 100
     other = str(tmp_path / "other")
     generator.generate("casme2", other, size=SIZE, seed=1, clips_scale=SCALE, progress=False)
-    third = _hashes(other)
+    third = tree_hashes(other)
     assert third["CASME2-coding-20190701.xlsx"] != first["CASME2-coding-20190701.xlsx"]
     common = sorted(set(first) & set(third) - {"CASME2-coding-20190701.xlsx"})
     assert sum(first[k] != third[k] for k in common) > 0.9 * len(common)
@@ -79,7 +69,7 @@ def test_worker_count_does_not_change_the_output(generated, tmp_path):
     root, _ = generated["samm"]
     pooled = str(tmp_path / "pooled")
     generator.generate("samm", pooled, size=SIZE, seed=0, clips_scale=SCALE, progress=False, workers=2)
-    assert _hashes(root) == _hashes(pooled)
+    assert tree_hashes(root) == tree_hashes(pooled)
 
 
 @pytest.mark.parametrize("layout", ["casme2", "samm", "mmew"])
