@@ -72,6 +72,11 @@ ROWS = (
             ("latent_lr", "encoders at 0.1x the rate", {"finetune.encoder_lr_scale": 0.1}),
             ("latent_l2sp", "L2-SP 0.01", {"finetune.l2sp_weight": 0.01}),
             ("latent_freeze_bn", "BatchNorm frozen", {"finetune.freeze_bn": True}),
+            (
+                "latent_adabn",
+                "BatchNorm re-estimated, then frozen",
+                {"finetune.bn_reestimate": True, "finetune.freeze_bn": True},
+            ),
         )
     ),
 )
