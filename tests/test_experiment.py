@@ -118,3 +118,34 @@ def test_selection_table_puts_the_three_epochs_side_by_side():
     assert cells[5].startswith("+0.2250 [")
     assert "MA2MI, latent" not in table
     assert experiment.selection_table(rows, {"latent": runs["latent"]}) == ""
+
+
+def test_transfer_table_puts_rows_side_by_side_by_epoch():
+    def table(uf1s, dist, probe=None):
+        rows = []
+        for e, (u, d) in enumerate(zip(uf1s, dist, strict=True)):
+            row = {
+                "epoch": e,
+                "uf1": u,
+                "accuracy": u,
+                "distance": {"action_encoder": d, "position_encoder": d},
+            }
+            if probe is not None:
+                row["probe_uf1"] = probe[e]
+            rows.append(row)
+        return {"label": "x", "rows": rows}
+
+    transfer = {
+        "scratch": [table([0.0, 0.2, 0.4], [0.0, 0.5, 0.7]), table([0.0, 0.4, 0.6], [0.0, 0.3, 0.5])],
+        "latent": [table([0.1, 0.3, 0.5], [0.0, 0.1, 0.2], probe=[0.3, 0.35, 0.4]), None],
+    }
+    rows = [r for r in experiment.ROWS if r.name in transfer]
+    text = experiment.transfer_table(rows, transfer)
+    lines = text.splitlines()
+    assert lines[2] == "| setting | epoch 0 | epoch 1 | epoch 2 |"
+    assert (
+        lines[4]
+        == "| no pre-training (random init) (2 seeds) | 0.000, d 0.000 | 0.300, d 0.400 | 0.500, d 0.600 |"
+    )
+    assert lines[5].endswith("| 0.500, d 0.200, probe 0.400 |") and "(1 seeds)" in lines[5]
+    assert experiment.transfer_table(rows, {"scratch": [None]}) == ""

@@ -26,6 +26,7 @@ import numpy as np
 from ma2mi_jax import files
 from ma2mi_jax.evaluation import probe
 from ma2mi_jax.train import finetune
+from ma2mi_jax.train.finetune.results import TRANSFER_KEY
 from ma2mi_jax.train.pretrain import job as pretrain
 from ma2mi_jax.workflows import quickstart
 
@@ -203,6 +204,38 @@ def selection_table(rows: Sequence[Row], results: Mapping[str, Sequence[dict]]) 
     return "\n".join([*lines, ""]) if len(lines) > 4 else ""
 
 
+def transfer_table(rows: Sequence[Row], transfer: Mapping[str, Sequence[dict | None]]) -> str:
+    """Held-out UF1 and the action encoder's distance from its start per epoch, each row side by side
+    (means over seeds of the runs' `transfer_per_epoch`), with the probe of the current encoder
+    where the runs had `finetune.probe_every`."""
+    runs = {r.name: [t["rows"] for t in transfer.get(r.name, []) if t] for r in rows}
+    runs = {name: tables for name, tables in runs.items() if tables}
+    if not runs:
+        return ""
+    epochs = sorted(set.intersection(*({x["epoch"] for x in t} for ts in runs.values() for t in ts)))
+    lines = [
+        "**Where transfer is kept or lost: held-out UF1 by epoch, mean over seeds "
+        "(d = the action encoder's ||w − w0|| / ||w0||; probe = a linear probe of the current encoder)**",
+        "",
+        "| setting | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
+        "|---|" + "---|" * len(epochs),
+    ]
+    for r in rows:
+        if r.name not in runs:
+            continue
+        cells = []
+        for e in epochs:
+            at = [next(x for x in t if x["epoch"] == e) for t in runs[r.name]]
+            uf1 = [x["uf1"] for x in at if x["uf1"] is not None]
+            cell = f"{np.mean(uf1):.3f}" if uf1 else "–"
+            cell += f", d {np.mean([x['distance']['action_encoder'] for x in at]):.3f}"
+            if all("probe_uf1" in x for x in at):
+                cell += f", probe {np.mean([x['probe_uf1'] for x in at]):.3f}"
+            cells.append(cell)
+        lines.append(f"| {r.label} ({len(runs[r.name])} seeds) | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""])
+
+
 def _interval(d: Mapping[str, float]) -> str:
     if np.isnan(d["lo"]):
         return f"{d['mean']:+.4f}"
@@ -293,18 +326,21 @@ def run(
     quickstart.train_vae(autoencoder_config, paths)
     start = time.perf_counter()
     results: dict[str, list[dict]] = {}
+    transfer: dict[str, list[dict | None]] = {}
     for row in rows:
         for seed in seeds:
             print(f"[experiment] {row.name} seed {seed}", flush=True)
             r, p = run_one(row, seed, pretrain_config, loso_config, paths, out)
             figures = {**{m: r[m] for m in METRICS}, "probe_uf1": p["uf1"], **selection_figures(r)}
             results.setdefault(row.name, []).append(figures)
+            transfer.setdefault(row.name, []).append(r.get(TRANSFER_KEY))
     stats = aggregate(results)
     table = "\n".join(
         [
             markdown_table(rows, stats, results),
             paired_table(rows, results, seeds),
             selection_table(rows, results),
+            transfer_table(rows, transfer),
         ]
     )
     with open(os.path.join(out, "results.md"), "w") as f:
