@@ -82,6 +82,7 @@ ROWS = (
     ),
 )
 METRICS = ("accuracy", "uf1", "uar")
+TRANSFER_COLUMNS = 6  # epochs shown in the transfer table
 
 
 def override(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -213,6 +214,9 @@ def transfer_table(rows: Sequence[Row], transfer: Mapping[str, Sequence[dict | N
     if not runs:
         return ""
     epochs = sorted(set.intersection(*({x["epoch"] for x in t} for ts in runs.values() for t in ts)))
+    if len(epochs) > TRANSFER_COLUMNS:  # evenly spaced, the first and the last included
+        picks = np.linspace(0, len(epochs) - 1, TRANSFER_COLUMNS).round().astype(int)
+        epochs = [epochs[i] for i in sorted(set(picks))]
     lines = [
         "**Where transfer is kept or lost: held-out UF1 by epoch, mean over seeds "
         "(d = the action encoder's ||w − w0|| / ||w0||; probe = a linear probe of the current encoder)**",
