@@ -15,7 +15,7 @@ from ma2mi_jax import losses
 from ma2mi_jax.errors import ConfigError
 from ma2mi_jax.evaluation import probe_fit
 from ma2mi_jax.train import finetune, optim
-from ma2mi_jax.train.finetune import fold_step, group_loop, plan, results
+from ma2mi_jax.train.finetune import fold_step, group_build, plan, results
 from ma2mi_jax.train.finetune.checks import validate_finetune_config
 from tests.helpers.configs import tiny_finetune_config
 from tests.helpers.finetune import fixed_data, fold_runner
@@ -55,7 +55,7 @@ def test_bn_reestimate_starts_each_fold_at_its_training_pairs_statistics(compile
         plan.FoldSpec(0, "a", ("a",), np.arange(0, 10), np.arange(10, 16)),
         plan.FoldSpec(1, "b", ("b",), np.arange(6, 16), np.arange(0, 6)),
     )
-    trainer = group_loop.build_group(
+    trainer = group_build.build_group(
         plan.Group("group_000", folds, 2), config=config, model=model, variables=variables, data=data
     )
     state = trainer.runner.stacked(trainer.initial_state())
@@ -81,7 +81,7 @@ def test_bn_reestimate_starts_each_fold_at_its_training_pairs_statistics(compile
     a = state.batch_stats["miacnet"]["action_encoder"]["bn1"]["mean"]
     assert np.abs(np.asarray(a[0]) - np.asarray(a[1])).max() > 0
     config.finetune.bn_reestimate = False
-    plain = group_loop.build_group(
+    plain = group_build.build_group(
         plan.Group("group_000", folds, 2), config=config, model=model, variables=variables, data=data
     )
     assert plain.fit_batch_stats is None

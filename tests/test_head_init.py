@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ma2mi_jax.train import finetune, optim
 from ma2mi_jax.train.finetune import fold_step, head_init
-from ma2mi_jax.train.finetune.group_loop import GroupTrainer
+from ma2mi_jax.train.finetune.group_build import GroupTrainer
 from tests.helpers.configs import tiny_finetune_config
 from tests.helpers.finetune import fixed_data, fold_runner
 

@@ -89,9 +89,8 @@ def plan(
 ) -> list[ClipSpec]:
     """Every clip of a layout: subject, names, emotion, AU events and frame numbers (no pixels).
 
-    `macro_gap`: domain-gap factors (`domain_gap.FACTORS`) of the macro layout's clips; a micro
-    layout refuses them. The draws of the plan do not depend on them.
-    """
+    `macro_gap`: domain-gap factors (`domain_gap.FACTORS`) of a macro layout's clips (the plan's draws
+    do not depend on them); a micro layout refuses them."""
     if layout not in PROFILES:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if clips_scale <= 0:

@@ -7,7 +7,7 @@
    ImageNet ResNet18, or scratch) -- the same starting point for every fold (`starting_point`), except for the
    head with `finetune.head_init="probe"`: each fold's starts at a linear probe of its training
    subjects (`head_init`);
-3. trains the folds in groups of `finetune.folds_per_step` (`group_loop`, `fold_execution`,
+3. trains the folds in groups of `finetune.folds_per_step` (`group_build`, `group_loop`, `fold_execution`,
    `fold_step`): the data set
    stays on the device, each fold's batches (indices and pair transforms, drawn on the host) come
    from its own training subjects (`inputs`), and gathering, warping and the step run in one compiled
@@ -33,14 +33,14 @@
    (`results.transfer_table`, results.json's "transfer_per_epoch", printed after the results) pools
    per evaluated epoch and at the start (epoch 0): held-out accuracy and UF1, each encoder's mean
    relative distance ||w - w0|| / ||w0|| from the start and, every `finetune.probe_every` epochs,
-   the held-out UF1 of a linear probe of each fold's current encoder (`group_loop`).
+   the held-out UF1 of a linear probe of each fold's current encoder (`group_build`).
 
 Checkpoints (`workdir_files`: workdir/checkpoints/<group>/<epoch>) hold the stacked fold state and the
 evaluation history; a killed run continues from the latest one and ends with the same results.json
 as an unbroken run. Finished groups leave workdir/folds/<group>.json.
 """
 
-from ma2mi_jax.train.finetune.group_loop import build_group, fold_batches
+from ma2mi_jax.train.finetune.group_build import build_group, fold_batches
 from ma2mi_jax.train.finetune.inputs import FoldBatches, read_data
 from ma2mi_jax.train.finetune.job import run_cross_validation
 from ma2mi_jax.train.finetune.plan import fold_specs_from_protocol, make_groups

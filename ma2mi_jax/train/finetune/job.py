@@ -22,7 +22,8 @@ from ma2mi_jax.train.finetune.aux_rec import AuxReconstruction, aux_reconstructi
 from ma2mi_jax.train.finetune.checks import check_before_reading
 from ma2mi_jax.train.finetune.fold_execution import folds_per_group
 from ma2mi_jax.train.finetune.fold_step import fold_data
-from ma2mi_jax.train.finetune.group_loop import BatchSource, build_group, fold_batches, train_group
+from ma2mi_jax.train.finetune.group_build import BatchSource, build_group, fold_batches
+from ma2mi_jax.train.finetune.group_loop import train_group
 from ma2mi_jax.train.finetune.inputs import read_data
 from ma2mi_jax.train.finetune.results import TRANSFER_KEY, assemble_results, transfer_lines
 from ma2mi_jax.train.finetune.starting_point import build_classifier, initial_variables
