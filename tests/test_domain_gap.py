@@ -5,20 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from ma2mi_jax import cli, errors
+from ma2mi_jax import errors
 from ma2mi_jax.data.synthetic import domain_gap, faces, generator, planning, rendering
 from ma2mi_jax.data.synthetic.knobs import Knobs
 from ma2mi_jax.workflows import quickstart
 from tests.helpers.configs import tiny_finetune_config, tiny_pretrain_config
 from tests.helpers.files import tree_hashes
+from tests.helpers.scripts import run_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -226,17 +225,8 @@ def test_quickstart_passes_the_gap_to_the_macro_set_only_and_refuses_another(tmp
 
 
 def test_script_refuses_an_unknown_factor_in_one_line(tmp_path):
-    env = {**os.environ}
-    env.pop(cli.DEBUG_ENV, None)
     args = ["--out", str(tmp_path / "d"), "--layout", "dfew", "--domain_gap=faces,grain", "--quiet"]
-    result = subprocess.run(
-        [sys.executable, "scripts/generate_synthetic.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_script(["scripts/generate_synthetic.py", *args])
     assert result.returncode == errors.EXIT_CODE
     assert result.stderr.strip().splitlines() == [
         "error: unknown domain-gap factor 'grain'; choose from "

@@ -7,12 +7,11 @@ import importlib
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from ma2mi_jax import cli, configlib, errors
+from ma2mi_jax import configlib, errors
 from ma2mi_jax.data.synthetic import (
     action_units,
     annotation_files,
@@ -24,6 +23,7 @@ from ma2mi_jax.data.synthetic import (
 )
 from ma2mi_jax.data.synthetic.knobs import Knobs
 from tests.helpers.files import tree_hashes
+from tests.helpers.scripts import run_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -275,16 +275,7 @@ def test_refuses_a_non_empty_out_and_leaves_nothing_half_written(tmp_path, monke
 
 def _script(*args: str) -> subprocess.CompletedProcess:
     """Run scripts/generate_synthetic.py from the repository root as a user would."""
-    env = {**os.environ}
-    env.pop(cli.DEBUG_ENV, None)
-    return subprocess.run(
-        [sys.executable, "scripts/generate_synthetic.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script(["scripts/generate_synthetic.py", *args])
 
 
 def test_command_line_writes_the_layout_preview_and_manifest(tmp_path):
