@@ -70,23 +70,3 @@ def compile_cache(session_compile_cache):
 def data_root(tmp_path_factory):
     """A tiny CASME II-layout data set (4 subjects, 20 clips, 32 px)."""
     return write_casme2(str(tmp_path_factory.mktemp("casme2")))
-
-
-# The files that take minutes (measured alone on a 2-core CPU), started first: with one file per worker
-# at a time (--dist loadfile), a long file reached last would leave the other worker idle at the end.
-LONGEST_FIRST = (
-    "test_pretrain.py",
-    "test_paper_size.py",
-    "test_finetune.py",
-    "test_benchmarks.py",
-    "test_quickstart.py",
-    "test_diagnostics.py",
-    "test_finetune_aux.py",
-    "test_inference.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    """Order the tests so that the longest files come first (each file's own order is kept)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
