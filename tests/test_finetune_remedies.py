@@ -202,6 +202,40 @@ def test_l2sp_penalty_gradient_goes_to_the_encoders_only(compile_cache):
     jax.tree.map(lambda d: np.testing.assert_allclose(d, 0.0, atol=1e-7), diff["head"])
 
 
+def test_encoder_distances_of_a_group_equal_a_hand_computation_in_both_modes():
+    """The runner reads every fold's ||w - w0|| / ||w0|| in one call, vmapped or sequential: fold f
+    moved by f * 0.01 * noise has the distance computed by hand in float64 (fold 0: exactly 0)."""
+    config = tiny_finetune_config("unused", "unused")
+    model = finetune.build_classifier(config)
+    variables, _ = finetune.initial_variables(config, model)
+    data, _, _ = fixed_data(3, batch=4, seed=0)
+    tx = optim.make_optimizer(config.train, 10)
+    start = fold_step.encoder_params(variables["params"])
+    rng = np.random.default_rng(4)
+    noise = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), variables["params"])
+    moved = [jax.tree.map(lambda p, n, f=f: p + f * 0.01 * n, variables["params"], noise) for f in range(3)]
+    states = [fold_step.init_fold_state({**variables, "params": p}, tx) for p in moved]
+
+    def by_hand(params: dict, name: str) -> float:
+        now = jax.tree.leaves(fold_step.encoder_params(params)[name])
+        then = jax.tree.leaves(start[name])
+        diff = sum(
+            np.sum((np.asarray(a, np.float64) - np.asarray(b)) ** 2) for a, b in zip(now, then, strict=True)
+        )
+        return float(np.sqrt(diff / sum(np.sum(np.asarray(b, np.float64) ** 2) for b in then)))
+
+    for sequential in (False, True):
+        runner = fold_runner(model, tx, data, sequential=sequential)
+        got = runner.encoder_distances(runner.group_state(fold_step.stack_folds(states)), start)
+        assert set(got) == set(ENCODERS)
+        for name in ENCODERS:
+            assert got[name].shape == (3,)
+            assert got[name][0] == 0.0
+            expected = [by_hand(p, name) for p in moved]
+            np.testing.assert_allclose(got[name], expected, rtol=1e-5)
+            assert got[name][2] == pytest.approx(2 * got[name][1], rel=1e-4)
+
+
 def test_freeze_bn_keeps_the_encoders_statistics_while_their_weights_train(compile_cache):
     config = tiny_finetune_config("unused", "unused", **{"finetune.freeze_bn": True})
     assert set(fold_step.inference_bn_modules(config.finetune)) == set(ENCODERS)

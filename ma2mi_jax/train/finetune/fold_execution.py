@@ -28,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ma2mi_jax.train import mesh as mesh_lib
-from ma2mi_jax.train.finetune.fold_step import FoldState, stack_folds, take_fold
+from ma2mi_jax.train.finetune.fold_step import FoldState, encoder_distances, stack_folds, take_fold
 
 PyTree = Any
 FOLD_AXIS = "fold"
@@ -108,6 +108,10 @@ class FoldGroupRunner:
                 out_shardings=None if whole is None else (None, whole),
             )
             self._predict = jax.jit(jax.vmap(fold_predict, in_axes=(0, 0, 0, None)), out_shardings=whole)
+            # Whole-group reads in ONE program each: with the folds on several processes, every process
+            # runs the same few collectives (not one per fold and leaf) and reads a replicated result.
+            self._distances = jax.jit(jax.vmap(encoder_distances, in_axes=(0, None)), out_shardings=whole)
+            self._take = jax.jit(take_fold, static_argnums=1, out_shardings=whole)
         self.data = self._replicate(data)
         self.frozen_inputs = None if frozen_inputs is None else self._replicate(frozen_inputs)
 
@@ -197,6 +201,18 @@ class FoldGroupRunner:
         return state, {
             k: np.asarray([[m[k] for m in fold] for fold in metrics], np.float32).T for k in metrics[0][0]
         }
+
+    def fold(self, state: GroupState, index: int) -> FoldState:
+        """Fold `index`'s state, readable on every process whichever devices hold it."""
+        return state[index] if self.sequential else self._take(state, index)
+
+    def encoder_distances(self, state: GroupState, start: dict[str, PyTree]) -> dict[str, np.ndarray]:
+        """{encoder name: f32[F] ||w - w_start|| / ||w_start|| per fold} (`fold_step.encoder_distances`)."""
+        if self.sequential:
+            per_fold = jax.device_get([encoder_distances(s.params["classifier"], start) for s in state])
+            return {k: np.asarray([d[k] for d in per_fold], np.float32) for k in per_fold[0]}
+        distances = self._distances(state.params["classifier"], self._replicate(start))  # {name: [F]}
+        return {k: np.asarray(v) for k, v in jax.device_get(distances).items()}
 
     def predict(self, state: GroupState, indices: np.ndarray) -> np.ndarray:
         """Probabilities f32[nb,F,B,N] of the samples indices int32[nb,F,B], each fold through its model."""

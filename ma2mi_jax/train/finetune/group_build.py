@@ -35,7 +35,6 @@ from ma2mi_jax.train.finetune.fold_execution import (
 )
 from ma2mi_jax.train.finetune.fold_step import (
     broadcast_folds,
-    encoder_distances,
     encoder_params,
     encoder_path,
     fold_key,
@@ -45,7 +44,6 @@ from ma2mi_jax.train.finetune.fold_step import (
     make_fold_predict,
     make_fold_step,
     make_frame_step,
-    take_fold,
     trainable_outside,
 )
 from ma2mi_jax.train.finetune.head_init import current_probe_predictions, fold_starts
@@ -117,17 +115,13 @@ class GroupTrainer:
 
     def fold_variables(self, state: GroupState, index: int) -> dict:
         """The classifier variables {"params", "batch_stats"} of padded fold `index`, whatever the mode."""
-        one = state[index] if self.runner.sequential else take_fold(state, index)
+        one = self.runner.fold(state, index)
         return {"params": one.params["classifier"], "batch_stats": one.batch_stats}
 
     def weight_distances(self, state: GroupState) -> list[dict[str, float]]:
         """Per real fold: {encoder name: ||w - w0|| / ||w0||} from the run's start (`encoder_distances`)."""
-        start = encoder_params(self.fresh.params["classifier"])
-        out = []
-        for i in range(len(self.real)):
-            d = encoder_distances(self.fold_variables(state, i)["params"], start)
-            out.append({k: float(v) for k, v in jax.device_get(d).items()})
-        return out
+        distances = self.runner.encoder_distances(state, encoder_params(self.fresh.params["classifier"]))
+        return [{k: float(v[i]) for k, v in distances.items()} for i in range(len(self.real))]
 
     def probes_at(self, epoch: int) -> bool:
         """Whether the finetune.probe_every probe runs at `epoch` (0 = the start)."""
