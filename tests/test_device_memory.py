@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ma2mi_jax.train import device_memory
+from ma2mi_jax.train import device_memory, finetune
+from ma2mi_jax.train.finetune import group_build, plan
+from tests.helpers.configs import tiny_finetune_config
+from tests.helpers.finetune import fixed_data
 
 
 def _compiled(n: int, donate: bool = False):
@@ -56,3 +60,42 @@ def test_no_analysis_means_no_check():
 
     assert device_memory.estimate_bytes(NoAnalysis()) is None
     assert device_memory.check(NoAnalysis(), 1e-9, "the step", ["x"]) is None
+
+
+def test_fold_group_warning_names_the_folds_that_fit(compile_cache):
+    """A vmapped group of 4 folds: XLA's step estimate splits into the data set every fold reads
+    (held once) and a share per fold; a limit with room for 2 folds names folds_per_step=2, one with
+    room for all 4 says nothing. Sequentially the advice is fold_threads."""
+    data, _, _ = fixed_data(4, batch=4, seed=0)
+    folds = tuple(
+        plan.FoldSpec(
+            i,
+            f"s{i}",
+            (f"s{i}",),
+            np.setdiff1d(np.arange(16), np.arange(4 * i, 4 * i + 4)),
+            np.arange(4 * i, 4 * i + 4),
+        )
+        for i in range(4)
+    )
+    said = {}
+    for sequential in (False, True):
+        config = tiny_finetune_config("unused", "unused", **{"finetune.sequential": sequential})
+        model = finetune.build_classifier(config)
+        variables, _ = finetune.initial_variables(config, model)
+        trainer = group_build.build_group(
+            plan.Group("group_000", folds, 3), config=config, model=model, variables=variables, data=data
+        )
+        state = trainer.initial_state()
+        batch = {k: v[0] for k, v in trainer.batches.epoch(1).items()}
+        step = device_memory.estimate_bytes(trainer.runner.compiled_step(state, batch, trainer.keys))
+        shared = device_memory.tree_bytes((trainer.runner.data, trainer.runner.frozen_inputs))
+        assert 0 < shared < step
+        per_fold = device_memory.fold_memory(step, shared, 1 if sequential else 4)
+        assert per_fold == (step - shared) // (1 if sequential else 4)
+        room_for = [(shared + n * per_fold + per_fold // 2) / device_memory.GIB for n in range(5)]  # GiB
+        if not sequential:
+            assert trainer.check_memory(state, room_for[4]) is None
+        said[sequential] = trainer.check_memory(state, room_for[1 if sequential else 2])
+    assert "4 fold(s) at once" in said[False] and "--config.finetune.folds_per_step=2 " in said[False]
+    assert "2 fold(s) at once" in said[True] and "--config.finetune.fold_threads=1 " in said[True]
+    assert device_memory.folds_that_fit(10 * device_memory.GIB, 2 * device_memory.GIB, device_memory.GIB) == 8

@@ -91,9 +91,9 @@ def test_vmapped_and_sequential_agree(vmapped, data_root, tmp_path, caplog):
     overrides = {"finetune.sequential": True, "finetune.folds_per_step": 2, "device_memory_gb": 1e-4}
     with caplog.at_level("WARNING", logger="ma2mi_jax.train.device_memory"):
         seq = _run(data_root, tmp_path, **overrides)
-    warned = [m for m in caplog.messages if "the fine-tuning step needs about" in m]
+    warned = [m for m in caplog.messages if "the fine-tuning step of 2 fold(s) at once" in m]
     assert len(warned) == 2 and "more than its 0.0 GiB" in warned[0], caplog.messages
-    assert "--config.finetune.folds_per_step=1 (folds trained at once)" in warned[0]
+    assert "--config.finetune.fold_threads=1 (folds stepped at once)" in warned[0]
     assert sorted(os.listdir(tmp_path / "folds")) == ["group_000.json", "group_001.json"]
     a, b = _probabilities(workdir), _probabilities(tmp_path)
     assert a.keys() == b.keys() == {"sub01", "sub02", "sub03", "sub04"}
@@ -253,7 +253,8 @@ def test_two_processes_of_two_devices_give_the_one_device_results(vmapped, data_
         "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}",
         "JAX_NUM_PROCESSES": "2",
     }
-    overrides = {**RUN, "finetune.folds_per_step": 3}
+    # The probe reads each fold's variables gathered over both processes; it leaves training as it is.
+    overrides = {**RUN, "finetune.folds_per_step": 3, "finetune.probe_every": 1}
     cmd = [
         sys.executable, "-m", "tests.helpers.finetune", data_root, str(workdir),
         json.dumps(overrides), "0",
@@ -276,7 +277,11 @@ def test_two_processes_of_two_devices_give_the_one_device_results(vmapped, data_
     for k in a:
         np.testing.assert_allclose(b[k], a[k], atol=5e-4, rtol=0)
     assert np.abs(np.concatenate(list(a.values())) - 0.2).max() > 5e-3  # the models moved
-    assert json.loads((workdir / "results.json").read_text())["n"] == 20
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk["n"] == 20
+    rows = on_disk["transfer_per_epoch"]["rows"]
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3] and all(0 <= r["probe_uf1"] <= 1 for r in rows)
+    assert all(v > 0 for v in rows[-1]["distance"].values())
 
 
 def test_resume_with_another_plan_is_refused(vmapped, data_root):

@@ -320,6 +320,8 @@ def test_transfer_table_and_remedies_in_one_run(data_root, tmp_path, compile_cac
         out["uf1"]
     )
     hist = json.loads((tmp_path / "folds" / "group_000.json").read_text())
-    assert hist["train"][0]["l2sp"] >= 0
+    assert hist["train"][0]["l2sp"] > 0  # w moved from w_start within epoch 1
+    assert set(fold_step.inference_bn_modules(config.finetune)) == set(ENCODERS)
+    assert fold_step.inference_bn_modules(tiny_finetune_config(data_root, str(tmp_path)).finetune) == ()
     printed = capsys.readouterr().out
     assert "probe UF1" in printed and "d_action" in printed

@@ -55,12 +55,31 @@ def over_limit_message(estimate: int, limit: int, what: str, overrides: Sequence
     )
 
 
-def check(compiled: Any, device_memory_gb: float, what: str, overrides: Sequence[str]) -> str | None:
-    """Warn (and return the message) when the compiled step's estimate exceeds the device's memory."""
-    limit = device_limit_bytes(device_memory_gb)
-    estimate = estimate_bytes(compiled)
+def warn_if_over(estimate: int | None, limit: int | None, what: str, overrides: Sequence[str]) -> str | None:
+    """Warn (and return the message) when `estimate` bytes exceed `limit` (either None: no check)."""
     if limit is None or estimate is None or estimate <= limit:
         return None
     message = over_limit_message(estimate, limit, what, overrides)
     log.warning(message)
     return message
+
+
+def check(compiled: Any, device_memory_gb: float, what: str, overrides: Sequence[str]) -> str | None:
+    """Warn (and return the message) when the compiled step's estimate exceeds the device's memory."""
+    return warn_if_over(estimate_bytes(compiled), device_limit_bytes(device_memory_gb), what, overrides)
+
+
+def tree_bytes(tree: Any) -> int:
+    """Bytes of every array leaf of `tree` (a replicated array counts once: what one device holds)."""
+    return int(sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(tree)))
+
+
+def fold_memory(step: int, shared: int, folds_in_step: int) -> int:
+    """Bytes one fold adds to a device, from a compiled step of `folds_in_step` folds on it that
+    holds `shared` bytes once whatever the folds (the data set every fold reads)."""
+    return max(1, (step - shared) // max(1, folds_in_step))
+
+
+def folds_that_fit(limit: int, shared: int, per_fold: int) -> int:
+    """How many folds one device can step at once beside the `shared` bytes (at least 1)."""
+    return max(1, (limit - shared) // per_fold)

@@ -112,10 +112,11 @@ class FoldGroupRunner:
             # runs the same few collectives (not one per fold and leaf) and reads a replicated result.
             self._distances = jax.jit(jax.vmap(encoder_distances, in_axes=(0, None)), out_shardings=whole)
             self._take = jax.jit(take_fold, static_argnums=1, out_shardings=whole)
-        self.data = self._replicate(data)
-        self.frozen_inputs = None if frozen_inputs is None else self._replicate(frozen_inputs)
+        self.data = self.replicate(data)
+        self.frozen_inputs = None if frozen_inputs is None else self.replicate(frozen_inputs)
 
-    def _replicate(self, tree: PyTree) -> PyTree:
+    def replicate(self, tree: PyTree) -> PyTree:
+        """`tree` on every device of the mesh (as it is when already there: placing it again is free)."""
         if self.mesh is None:
             return jax.tree.map(jnp.asarray, tree)
         return mesh_lib.put_global(tree, NamedSharding(self.mesh, PartitionSpec()))
@@ -202,17 +203,24 @@ class FoldGroupRunner:
             k: np.asarray([[m[k] for m in fold] for fold in metrics], np.float32).T for k in metrics[0][0]
         }
 
-    def fold(self, state: GroupState, index: int) -> FoldState:
-        """Fold `index`'s state, readable on every process whichever devices hold it."""
-        return state[index] if self.sequential else self._take(state, index)
+    def fold_variables(self, state: GroupState, index: int) -> dict:
+        """Fold `index`'s classifier variables {"params", "batch_stats"} as host arrays, on every
+        process whichever devices hold the fold (one gathering program, not one per leaf)."""
+        if self.sequential:
+            return jax.device_get(self._variables(state[index]))
+        return jax.device_get(self._take(self._variables(state), index))
 
     def encoder_distances(self, state: GroupState, start: dict[str, PyTree]) -> dict[str, np.ndarray]:
         """{encoder name: f32[F] ||w - w_start|| / ||w_start|| per fold} (`fold_step.encoder_distances`)."""
         if self.sequential:
             per_fold = jax.device_get([encoder_distances(s.params["classifier"], start) for s in state])
             return {k: np.asarray([d[k] for d in per_fold], np.float32) for k in per_fold[0]}
-        distances = self._distances(state.params["classifier"], self._replicate(start))  # {name: [F]}
+        distances = self._distances(state.params["classifier"], self.replicate(start))  # {name: [F]}
         return {k: np.asarray(v) for k, v in jax.device_get(distances).items()}
+
+    @staticmethod
+    def _variables(state: FoldState) -> dict:
+        return {"params": state.params["classifier"], "batch_stats": state.batch_stats}
 
     def predict(self, state: GroupState, indices: np.ndarray) -> np.ndarray:
         """Probabilities f32[nb,F,B,N] of the samples indices int32[nb,F,B], each fold through its model."""

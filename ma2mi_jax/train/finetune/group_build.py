@@ -94,6 +94,8 @@ class GroupTrainer:
     # finetune.probe_every > 0: (one fold's classifier variables, its spec) -> test predictions int64[n]
     probe_fold: Callable[[dict, FoldSpec], np.ndarray] | None = None
     probe_every: int = 0
+    # The encoders' parameters at step 0 (`encoder_params`), placed on the devices once for `weight_distances`
+    distance_start: dict | None = None
 
     def initial_state(self, fitted: bool = True) -> GroupState:
         """Every fold at step 0 from the same variables (and its own fitted head and BatchNorm
@@ -113,14 +115,9 @@ class GroupTrainer:
             state = state.replace(batch_stats={**state.batch_stats, "miacnet": miacnet})
         return self.runner.group_state(state)
 
-    def fold_variables(self, state: GroupState, index: int) -> dict:
-        """The classifier variables {"params", "batch_stats"} of padded fold `index`, whatever the mode."""
-        one = self.runner.fold(state, index)
-        return {"params": one.params["classifier"], "batch_stats": one.batch_stats}
-
     def weight_distances(self, state: GroupState) -> list[dict[str, float]]:
         """Per real fold: {encoder name: ||w - w0|| / ||w0||} from the run's start (`encoder_distances`)."""
-        distances = self.runner.encoder_distances(state, encoder_params(self.fresh.params["classifier"]))
+        distances = self.runner.encoder_distances(state, self.distance_start)
         return [{k: float(v[i]) for k, v in distances.items()} for i in range(len(self.real))]
 
     def probes_at(self, epoch: int) -> bool:
@@ -141,7 +138,7 @@ class GroupTrainer:
             }
         if self.probes_at(epoch):
             row["probe"] = {
-                f.name: self.probe_fold(self.fold_variables(state, i), f).tolist()
+                f.name: self.probe_fold(self.runner.fold_variables(state, i), f).tolist()
                 for i, f in enumerate(self.real)
             }
         return row
@@ -154,25 +151,33 @@ class GroupTrainer:
         return state, {k: float(np.mean(v[:, : len(self.real)])) for k, v in metrics.items()}
 
     def check_memory(self, state: GroupState, device_memory_gb: float) -> str | None:
-        """Compile the first step ahead and warn when XLA's estimate exceeds the device's memory
-        (nothing to check, and nothing compiled ahead, where no limit is known: a CPU by default)."""
-        if device_memory.device_limit_bytes(device_memory_gb) is None:
+        """Compile the first step ahead and warn when the folds stepped at once need more than the
+        device's memory, by XLA's estimate, naming how many would fit (nothing to check, and nothing
+        compiled ahead, where no limit is known: a CPU by default)."""
+        limit = device_memory.device_limit_bytes(device_memory_gb)
+        if limit is None:
             return None
         batch = {k: v[0] for k, v in self.batches.epoch(1).items()}  # step 1 of epoch 1 [F,B,...]
-        compiled = self.runner.compiled_step(state, batch, self.keys)
-        per_fold = 1 if self.runner.sequential else len(self.padded)
-        estimate, limit = (
-            device_memory.estimate_bytes(compiled),
-            device_memory.device_limit_bytes(device_memory_gb),
-        )
-        fit = max(1, int(per_fold * limit // estimate)) if estimate and limit else 1
-        what = "the fine-tuning step" + ("" if per_fold == 1 else f" of {per_fold} folds at once")
-        return device_memory.check(
-            compiled,
-            device_memory_gb,
-            what,
-            (f"--config.finetune.folds_per_step={fit} (folds trained at once)", *SMALLER_FOLD_STEP),
-        )
+        step = device_memory.estimate_bytes(self.runner.compiled_step(state, batch, self.keys))
+        if step is None:
+            return None
+        runner = self.runner
+        shared = device_memory.tree_bytes((runner.data, runner.frozen_inputs))  # one copy per device
+        devices = 1 if runner.mesh is None else runner.mesh.size
+        # Sequential: the compiled step is one fold's and fold_threads of them run at once; vmapped:
+        # it holds this device's share of the group's folds.
+        in_step = 1 if runner.sequential else len(self.padded) // devices
+        at_once = runner.fold_threads if runner.sequential else in_step
+        per_fold = device_memory.fold_memory(step, shared, in_step)
+        fit = device_memory.folds_that_fit(limit, shared, per_fold)
+        if runner.sequential:
+            what = f"the fine-tuning step of {at_once} fold(s) at once (finetune.fold_threads)"
+            knob = f"--config.finetune.fold_threads={fit} (folds stepped at once)"
+        else:
+            what = f"the fine-tuning step of {at_once} fold(s) at once on each of {devices} device(s)"
+            knob = f"--config.finetune.folds_per_step={fit * devices} (folds trained at once)"
+        overrides = ((knob,) if fit < at_once else ()) + SMALLER_FOLD_STEP
+        return device_memory.warn_if_over(shared + per_fold * at_once, limit, what, overrides)
 
     def evaluate(self, state: GroupState) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Probabilities of every real fold's held-out samples through its own model.
@@ -245,6 +250,7 @@ def build_group(
         fit_batch_stats=fit_batch_stats,
         probe_fold=probe_fold,
         probe_every=int(ft.probe_every),
+        distance_start=runner.replicate(encoder_params(variables["params"])),
     )
 
 
