@@ -190,6 +190,7 @@ def time_modes(bench: Bench) -> dict:
         last["loss"] = m["loss"]
         return carry
 
+    compiled = runner.compiled_step(trainer.initial_state(), draw(), keys)  # the run's step, for its memory
     state, fold_compile = _timed_first_call(both, trainer.initial_state())
     _, both_times = common.time_steps(both, state, FLAGS.warmup.value, FLAGS.steps.value)
 
@@ -208,6 +209,7 @@ def time_modes(bench: Bench) -> dict:
         "fold_step": (fold_compile, both_times),
         "epoch_step": per_step,
         "loss": np.asarray(jax.device_get(last["loss"]))[: len(trainer.real)],
+        "memory_estimate": common.memory_estimate_line(compiled),
     }
 
 
@@ -253,6 +255,7 @@ def main(argv: list[str]) -> None:
         f"samples_per_s: {bench.folds * b / fold_s:.1f} (fold_step, F x B per step)",
         f"achieved_flops: {model_flops / fold_s:.4g} FLOP/s (analytic, fold_step)",
         common.mfu_line(model_flops / fold_s, str(c.dtype)),
+        r["memory_estimate"] + (" (one fold's step)" if bench.trainer.runner.sequential else ""),
         common.peak_memory_line(),
     ]
     if num_samples:

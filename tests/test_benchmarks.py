@@ -144,6 +144,7 @@ def test_finetune_step_tiny_pipeline_and_step(tiny_check):
             "epoch_step_ms",
             "samples_per_s",
             "flops_per_step_analytic",
+            "memory_estimate",
             "peak_memory",
             "cv_train_estimate_s",
         ],
