@@ -233,3 +233,12 @@ def test_script_refuses_an_unknown_factor_in_one_line(tmp_path):
         "faces, resolution, compression, lighting, timing or all"
     ]
     assert not os.path.exists(tmp_path / "d")
+
+
+def test_script_refuses_the_gap_for_a_micro_layout_before_writing(tmp_path):
+    args = ["--out", str(tmp_path / "d"), "--layout", "casme2", "--domain_gap=faces", "--quiet"]
+    result = run_script(["scripts/generate_synthetic.py", *args])
+    assert result.returncode == errors.EXIT_CODE
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "casme2" in lines[0] and "domain" in lines[0], lines
+    assert not os.path.exists(tmp_path / "d")

@@ -54,7 +54,8 @@ def test_aggregate_and_table():
         "| MA2MI, latent space | 60.00 ± 10.00 | 0.5000 ± 0.1000 | 0.4000 ± 0.1000 | 0.4000 ± 0.1000 | 2 |"
         in table
     )
-    assert "| no pre-training (random init) | 40.00 ± 0.00 |" in table
+    # One seed: its figure alone, no "± 0" spread.
+    assert "| no pre-training (random init) | 40.00 | 0.2000 | 0.2500 | 0.2500 | 1 |" in table
 
 
 def test_unknown_row_is_refused(tmp_path):
@@ -90,6 +91,21 @@ def test_paired_table_lists_every_row_against_scratch():
     assert "+0.1250 [" in line and "+0.200, +0.050" in line
     assert experiment.paired_table(rows, {"latent": runs["latent"]}, [0, 1]) == ""
     assert experiment.paired_table(rows, {"scratch": runs["scratch"]}, [0, 1]) == ""  # nothing to pair
+    assert "Against plain fine-tuning" not in table  # no row shares another's pre-training
+
+
+def test_paired_table_puts_a_fine_tuning_switch_against_plain_fine_tuning():
+    """A row that fine-tunes the latent row's pre-training otherwise is also paired with that row."""
+    runs = {
+        "scratch": [{"uf1": 0.3, "probe_uf1": 0.2}, {"uf1": 0.4, "probe_uf1": 0.25}],
+        "latent": [{"uf1": 0.5, "probe_uf1": 0.4}, {"uf1": 0.45, "probe_uf1": 0.3}],
+        "latent_freeze_bn": [{"uf1": 0.6, "probe_uf1": 0.4}, {"uf1": 0.5, "probe_uf1": 0.3}],
+    }
+    rows = [r for r in experiment.ROWS if r.name in runs]
+    plain = experiment.paired_table(rows, runs, [0, 1]).split("Against plain fine-tuning")[1]
+    line = next(ln for ln in plain.splitlines() if ln.startswith("| MA2MI latent, BatchNorm frozen"))
+    assert "| +0.0750 [" in line and "| +0.100, +0.050 |" in line
+    assert not any(ln.startswith("| MA2MI, latent space") for ln in plain.splitlines())
 
 
 def test_selection_table_puts_the_three_epochs_side_by_side():

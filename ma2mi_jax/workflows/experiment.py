@@ -165,7 +165,27 @@ def paired_table(rows: Sequence[Row], results: Mapping[str, Sequence[dict]], see
         pr = paired_difference([x["probe_uf1"] for x in results[r.name]], [x["probe_uf1"] for x in base])
         per = ", ".join(f"{x['uf1'] - y['uf1']:+.3f}" for x, y in zip(results[r.name], base, strict=True))
         lines.append(f"| {r.label} | {_interval(ft)} | {_interval(pr)} | {per} |")
-    return "\n".join([*lines, ""])
+    return "\n".join([*lines, "", *_against_plain(rows, results)])
+
+
+def _against_plain(rows: Sequence[Row], results: Mapping[str, Sequence[dict]]) -> list[str]:
+    """Rows that fine-tune another row's pre-training otherwise, minus that row (fine-tuned UF1)."""
+    pairs = [r for r in rows if r.pretrained_as and r.pretrained_as in results and r.name in results]
+    if not pairs:
+        return []
+    lines = [
+        "**Against plain fine-tuning of the same pre-training, paired by seed (row − the row it shares it "
+        "with)**",
+        "",
+        "| setting | fine-tuned UF1 − plain | per seed |",
+        "|---|---|---|",
+    ]
+    for r in pairs:
+        mine, plain = results[r.name], results[r.pretrained_as]
+        d = paired_difference([x["uf1"] for x in mine], [x["uf1"] for x in plain])
+        per = ", ".join(f"{x['uf1'] - y['uf1']:+.3f}" for x, y in zip(mine, plain, strict=True))
+        lines.append(f"| {r.label} | {_interval(d)} | {per} |")
+    return [*lines, ""]
 
 
 def selection_figures(results: Mapping[str, Any]) -> dict[str, float]:
@@ -257,6 +277,12 @@ def aggregate(results: Mapping[str, Sequence[dict]]) -> dict[str, dict[str, tupl
     }
 
 
+def _spread(mean_sd: tuple[float, float], n: int, scale: float = 1.0, digits: int = 4) -> str:
+    """'mean ± sd' over n seeds; one seed has no spread, so its figure alone (not '± 0')."""
+    mean, sd = scale * mean_sd[0], scale * mean_sd[1]
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if n > 1 else "")
+
+
 def markdown_table(rows: Sequence[Row], stats: Mapping, results: Mapping[str, Sequence[dict]]) -> str:
     """Rows × (accuracy, UF1, UAR) as mean ± std, grouped by the paper's table."""
     lines = []
@@ -268,11 +294,10 @@ def markdown_table(rows: Sequence[Row], stats: Mapping, results: Mapping[str, Se
             "|---|---|---|---|---|---|",
         ]
         for r in (r for r in rows if r.table == table):
-            s = stats[r.name]
+            s, n = stats[r.name], len(results[r.name])
             lines.append(
-                f"| {r.label} | {100 * s['accuracy'][0]:.2f} ± {100 * s['accuracy'][1]:.2f} "
-                f"| {s['uf1'][0]:.4f} ± {s['uf1'][1]:.4f} | {s['uar'][0]:.4f} ± {s['uar'][1]:.4f} "
-                f"| {s['probe_uf1'][0]:.4f} ± {s['probe_uf1'][1]:.4f} | {len(results[r.name])} |"
+                f"| {r.label} | {_spread(s['accuracy'], n, 100.0, 2)} | {_spread(s['uf1'], n)} "
+                f"| {_spread(s['uar'], n)} | {_spread(s['probe_uf1'], n)} | {n} |"
             )
         lines.append("")
     return "\n".join(lines)
