@@ -5,8 +5,9 @@ of their time: they compile at XLA's backend optimisation level 0 (LLVM's code g
 optimisations; the optimised HLO, its operations and fusions, is the same text as at the default
 level 3), set here for every worker and subprocess unless XLA_FLAGS already chooses a level. The
 float32 gradient-accuracy tests compile their programs at the default level (`test_gradients.py`),
-and so do the pre-training subprocesses and the multi-process jobs compared with one device
-(`tests.helpers.pretrain.default_level_flags`): their bounds were measured there
+and so do the pre-training subprocesses, the multi-process jobs compared with one device
+(`tests.helpers.pretrain.default_level_flags`) and the paper-size chain, whose 224 px steps run
+longer than they compile (`tests.helpers.paper_size`): the bounds were measured there
 (docs/decisions.md#xla-optimisation-level-in-tests).
 """
 

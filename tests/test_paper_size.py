@@ -4,80 +4,43 @@ architecture with random weights), on a few generated clips.
 
 Pre-training runs one step (checkpointed), then resumes to a second; fine-tuning starts from that
 checkpoint and trains one epoch of every LOSO fold, two folds a group, to its results. Batches are
-small so that the steps take seconds; everything else is the configs' own. About 3-4 minutes and
-12 GiB of host memory on a 2-core CPU: the only test at this size.
+small so that the steps take seconds; everything else is the configs' own. About 2 minutes and
+7 GiB of host memory on a 2-core CPU, in a fresh process at XLA's default level (its optimised code
+halves the steps' run time at this size): the only test at this size.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import subprocess
+import sys
 
 import pytest
 
-from ma2mi_jax.data.synthetic import generator as synthetic
-from ma2mi_jax.train import device_memory, finetune
-from ma2mi_jax.train.pretrain import job as pretrain
-from tests.helpers.configs import REPO, config_file, override
-
-PRETRAIN = {
-    "train.batch_size": 2,
-    # No diagnostics: their programs (the DiT's prediction, the VAE decoder) at 224 px would double the
-    # compile time, and they run the same code as at :tiny (tests/test_diagnostics.py).
-    "train.eval_clips": 0,
-    "train.log_every": 1,
-    "train.checkpoint_every": 1,
-    "train.picture_every": 1000,
-    "train.eval_every": 0,
-    "data.workers": 0,
-    "device_memory_gb": 1.0,  # below the step's estimate: the run warns before its first step
-}
-FINETUNE = {
-    "train.batch_size": 2,
-    "train.epochs": 1,
-    "finetune.folds_per_step": 2,
-    "data.workers": 0,
-    "device_memory_gb": 0.1,
-}
-
-
-class _Warnings(logging.Handler):
-    """The device-memory check's warnings, kept (the fixture is module-scoped: no caplog)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+from tests.helpers import paper_size
+from tests.helpers.configs import REPO
+from tests.helpers.pretrain import default_level_flags
 
 
 @pytest.fixture(scope="module")
-def paper_run(tmp_path_factory):
-    """Data at 224 px, one pre-training step, a resumed second, and the fine-tuning of every fold."""
+def paper_run(tmp_path_factory, compile_cache):
+    """Data at 224 px, one pre-training step, a resumed second, and the fine-tuning of every fold, in a
+    fresh process at XLA's default level (tests.helpers.paper_size)."""
     root = tmp_path_factory.mktemp("paper")
-    macro, micro = str(root / "dfew"), str(root / "casme2")
-    synthetic.generate("dfew", macro, size=224, clips_scale=0.02, progress=False, preview=False)
-    synthetic.generate("casme2", micro, size=224, clips_scale=0.1, progress=False, preview=False)
-    pre = override(config_file(os.path.join(REPO, "configs", "dfew.py")), {**PRETRAIN, "data.root": macro})
-    workdir = str(root / "pretrain")
-    said = _Warnings()
-    logging.getLogger(device_memory.__name__).addHandler(said)
-    try:
-        first = pretrain.train_and_evaluate(override(pre, {"train.steps": 1}), workdir)
-        resumed = pretrain.train_and_evaluate(override(pre, {"train.steps": 2}), workdir)
-        ft = override(
-            config_file(os.path.join(REPO, "configs", "casme2.py")),
-            {**FINETUNE, "data.root": micro, "init": workdir},
-        )
-        results = finetune.run_cross_validation(ft, str(root / "loso"))
-    finally:
-        logging.getLogger(device_memory.__name__).removeHandler(said)
-    return {
-        "root": root, "pretrain": pre, "first": first, "resumed": resumed, "finetune": ft, "results": results,
-        "warnings": said.messages,
-    }  # fmt: skip
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": default_level_flags(),
+        "JAX_COMPILATION_CACHE_DIR": compile_cache,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.helpers.paper_size", str(root)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pre, ft = paper_size.configs(str(root))
+    return {"root": root, "pretrain": pre, "finetune": ft, **json.loads((root / "run.json").read_text())}
 
 
 @pytest.mark.slow
