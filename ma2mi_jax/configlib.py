@@ -204,8 +204,8 @@ def _finetune_switches() -> ml_collections.ConfigDict:
             # "zero" (the paper's zero-initialised head) | "probe": each fold's head starts at a
             # linear probe of its training subjects' frozen c (train/finetune/head_init.py).
             "head_init": "zero",
-            # Fine-tuning across a domain gap (train/finetune/__init__.py); each off by default, the
-            # paper's plain fine-tuning. Re-estimate the encoders' BatchNorm statistics on each fold's
+            # Fine-tuning across a domain gap (train/finetune/__init__.py); off by default but for
+            # freeze_bn (below). Re-estimate the encoders' BatchNorm statistics on each fold's
             # own training pairs before its first step (unaugmented, labels unused; the probe's procedure).
             "bn_reestimate": False,
             # Multiplier of both encoders' updates (learning rate and its weight decay); the head at 1.
@@ -214,8 +214,11 @@ def _finetune_switches() -> ml_collections.ConfigDict:
             "encoder_warmup_epochs": 0,
             # L2-SP: adds (weight / 2) * ||w - w_start||^2 over both encoders' parameters to the loss.
             "l2sp_weight": 0.0,
-            # The encoders' BatchNorm in inference mode: running statistics kept, scale and bias train.
-            "freeze_bn": False,
+            # The encoders' BatchNorm in inference mode when they start from a pre-training: its
+            # running statistics kept, scale and bias trained (docs/decisions.md, "Fine-tuning across a
+            # domain gap"). A random start (init="scratch") trains its BatchNorm whatever this says.
+            # False: the paper's plain fine-tuning.
+            "freeze_bn": True,
             # Every N epochs (and at the start) a linear probe of each fold's current encoder, scored on
             # its held-out subjects, in results.json's "transfer_per_epoch"; 0 = off.
             "probe_every": 0,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from ma2mi_jax import losses
-from ma2mi_jax.errors import ConfigError
+from ma2mi_jax.errors import ConfigError, WorkdirError
 from ma2mi_jax.evaluation import probe_fit
 from ma2mi_jax.train import finetune, optim
-from ma2mi_jax.train.finetune import fold_step, group_build, plan, results
+from ma2mi_jax.train.finetune import fold_step, group_build, plan, results, starting_point
 from ma2mi_jax.train.finetune.checks import validate_finetune_config
 from tests.helpers.configs import tiny_finetune_config
 from tests.helpers.finetune import fixed_data, fold_runner
@@ -237,26 +237,39 @@ def test_encoder_distances_of_a_group_equal_a_hand_computation_in_both_modes():
 
 
 def test_freeze_bn_keeps_the_encoders_statistics_while_their_weights_train(compile_cache):
-    config = tiny_finetune_config("unused", "unused", **{"finetune.freeze_bn": True})
-    assert set(fold_step.inference_bn_modules(config.finetune)) == set(ENCODERS)
+    """The default, from a pre-trained start: two steps of the run's own fold step (build_group) leave
+    both encoders' running statistics as they were while kernels, scales and biases train."""
+    config = tiny_finetune_config("unused", "unused")
+    assert config.finetune.freeze_bn  # the default
+    assert set(fold_step.inference_bn_modules(config.finetune, pretrained=True)) == set(ENCODERS)
+    assert fold_step.inference_bn_modules(config.finetune, pretrained=False) == ()  # nothing to keep
+    assert "a random start has no statistics to keep" in starting_point.batchnorm_line(config)
+    config.init = "workdirs/pretrain"
+    assert starting_point.batchnorm_line(config).startswith("frozen at the start's running statistics")
     config.finetune.freeze_bn = False
-    assert fold_step.inference_bn_modules(config.finetune) == ()  # default: the paper's train-mode BN
+    assert fold_step.inference_bn_modules(config.finetune, pretrained=True) == ()  # the paper's
+    assert "the paper's plain fine-tuning" in starting_point.batchnorm_line(config)
+    config.finetune.freeze_bn = True  # and config.init names a pre-training: its variables come below
     model = finetune.build_classifier(config)
     data, batch, _ = fixed_data(2, seed=0)
-    variables, _ = finetune.initial_variables(config, model)
+    variables, _ = finetune.initial_variables(tiny_finetune_config("unused", "unused"), model)  # random
     # Running statistics that differ from any batch's, yet leave the ReLUs alive (a large mean shift
     # would silence the tiny encoders and with them every gradient).
     shifted = jax.tree_util.tree_map_with_path(
         lambda path, v: v * 1.5 if "var" in jax.tree_util.keystr(path) else v + 0.01, variables["batch_stats"]
     )
     variables = {"params": variables["params"], "batch_stats": shifted}
-    tx = optim.make_optimizer(config.train, 10)
-    runner = fold_runner(model, tx, data, frozen=ENCODERS)
-    state = runner.group_state(fold_step.broadcast_folds(fold_step.init_fold_state(variables, tx), 2))
-    keys = jnp.stack([fold_step.fold_key(0, 0), fold_step.fold_key(0, 1)])
+    folds = (
+        plan.FoldSpec(0, "a", ("a",), np.arange(0, 4), np.arange(4, 8)),
+        plan.FoldSpec(1, "b", ("b",), np.arange(4, 8), np.arange(0, 4)),
+    )
+    trainer = group_build.build_group(
+        plan.Group("group_000", folds, 1), config=config, model=model, variables=variables, data=data
+    )
+    state = trainer.initial_state()
     for _ in range(2):
-        state, _ = runner.train_step(state, batch, keys)
-    after = runner.stacked(state)
+        state, _ = trainer.runner.train_step(state, batch, trainer.keys)
+    after = trainer.runner.stacked(state)
     for name in ENCODERS:
         jax.tree.map(
             lambda a, b: np.testing.assert_array_equal(a[0], b),
@@ -302,7 +315,7 @@ def test_transfer_table_and_remedies_in_one_run(data_root, tmp_path, compile_cac
         "finetune.encoder_lr_scale": 0.5,
         "finetune.encoder_warmup_epochs": 1,
         "finetune.l2sp_weight": 0.01,
-        "finetune.freeze_bn": True,
+        "finetune.freeze_bn": True,  # a random start keeps none: tested from a pre-trained one above
         "finetune.probe_every": 1,
         "finetune.folds_per_step": 4,
     }
@@ -321,7 +334,24 @@ def test_transfer_table_and_remedies_in_one_run(data_root, tmp_path, compile_cac
     )
     hist = json.loads((tmp_path / "folds" / "group_000.json").read_text())
     assert hist["train"][0]["l2sp"] > 0  # w moved from w_start within epoch 1
-    assert set(fold_step.inference_bn_modules(config.finetune)) == set(ENCODERS)
-    assert fold_step.inference_bn_modules(tiny_finetune_config(data_root, str(tmp_path)).finetune) == ()
     printed = capsys.readouterr().out
     assert "probe UF1" in printed and "d_action" in printed
+
+
+def test_a_resume_with_another_way_of_training_the_encoders_is_refused(tmp_path):
+    """The plan names each switch that changes the paper's fine-tuning (freeze_bn only where it
+    applies: a pre-trained start); resuming with another setting is refused naming it."""
+    groups = [plan.Group("group_000", (plan.FoldSpec(0, "a", ("a",), np.arange(2), np.arange(2, 4)),), 1)]
+
+    def plan_of(**overrides):
+        config = tiny_finetune_config("unused", "unused", **overrides)
+        return plan.plan_dict(config, groups, [])
+
+    assert "freeze_bn" not in plan_of()  # a random start keeps no statistics
+    assert plan_of(init="workdirs/pretrain")["freeze_bn"] is True
+    assert "freeze_bn" not in plan_of(init="workdirs/pretrain", **{"finetune.freeze_bn": False})
+    assert plan_of(**{"finetune.l2sp_weight": 0.01})["l2sp_weight"] == 0.01
+    assert not set(plan_of(**{"finetune.freeze_bn": False})) & {"bn_reestimate", "l2sp_weight", "freeze_bn"}
+    plan.check_or_write_plan(tmp_path, plan_of(init="workdirs/pretrain", **{"finetune.freeze_bn": False}))
+    with pytest.raises(WorkdirError, match=r"different plan \(freeze_bn differ"):
+        plan.check_or_write_plan(tmp_path, plan_of(init="workdirs/pretrain"))

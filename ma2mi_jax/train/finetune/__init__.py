@@ -13,8 +13,8 @@
    from its own training subjects (`inputs`), and gathering, warping and the step run in one compiled
    step, vmapped over the folds or one fold at a time (`finetune.sequential`); with
    `finetune.aux_rec_weight > 0` the loss adds L_rec through each fold's copy of the pre-trained DiT
-   (`aux_rec`). Switches for fine-tuning across a domain gap, each off by default (off = the paper's
-   plain fine-tuning; docs/decisions.md#fine-tuning-across-a-domain-gap-the-switches):
+   (`aux_rec`). Switches for fine-tuning across a domain gap, each off by default but `freeze_bn`
+   (all off = the paper's plain fine-tuning; docs/decisions.md#fine-tuning-across-a-domain-gap-the-switches):
    - `finetune.bn_reestimate`: each fold's encoders start with BatchNorm statistics re-estimated on
      its own training pairs (unaugmented train-mode passes, labels unused; the probe's procedure,
      `head_init.fold_starts`) instead of the macro set's;
@@ -23,8 +23,9 @@
      train; the head at the full rate (`optim.make_optimizer(held_scale=...)`);
    - `finetune.l2sp_weight`: L2-SP, the loss adds (weight / 2) * ||w - w_start||^2 over both
      encoders' parameters (Li et al., ICML 2018; `fold_step.l2sp_penalty`);
-   - `finetune.freeze_bn`: the encoders' BatchNorm in inference mode (running statistics kept,
-     scale and bias trained; `fold_step.inference_bn_modules`);
+   - `finetune.freeze_bn` (on by default): the encoders' BatchNorm in inference mode when they start
+     from a pre-training (running statistics kept, scale and bias trained; a random start trains
+     its BatchNorm; `fold_step.inference_bn_modules`);
    - `finetune.head_only_epochs` and `finetune.head_init="probe"` (LP-FT), as above;
 4. evaluates every held-out sample with its own fold's model every `train.log_every` epochs and at
    the last epoch, and reports the pooled metrics of the LAST epoch (`results`: results.json,

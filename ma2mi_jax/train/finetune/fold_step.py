@@ -15,11 +15,12 @@ fold) and the frozen VAE's parameters are the frozen inputs.
 Frozen encoders (finetune.freeze_position / freeze_action) get zero updates and no optimiser state
 (`optim.make_optimizer(..., trainable)`), and their BatchNorm layers run in inference mode: they
 normalise with the stored running statistics, which therefore stay exactly as initialised. A frozen
-encoder is then the same function in training and at test time. `finetune.freeze_bn` puts both
-encoders' BatchNorm layers in that inference mode while their parameters still train
-(`inference_bn_modules`). With `finetune.l2sp_weight > 0` the loss adds the L2-SP penalty
-(weight / 2) * ||w - w_start||^2 over both encoders' parameters (`l2sp_penalty`); w_start, the
-same for every fold, travels with the frozen inputs ({"aux": ..., "l2sp_start": ...}).
+encoder is then the same function in training and at test time. `finetune.freeze_bn` (the
+default) puts both encoders' BatchNorm layers in that inference mode while their parameters still
+train, when they start from a pre-training (`inference_bn_modules`). With
+`finetune.l2sp_weight > 0` the loss adds the L2-SP penalty (weight / 2) * ||w - w_start||^2 over
+both encoders' parameters (`l2sp_penalty`); w_start, the same for every fold, travels with the
+frozen inputs ({"aux": ..., "l2sp_start": ...}).
 """
 
 from __future__ import annotations
@@ -110,9 +111,10 @@ def encoder_path(path: tuple[str, ...]) -> bool:
     return any(name in path for name in FREEZABLE.values())
 
 
-def inference_bn_modules(finetune_cfg: Any) -> tuple[str, ...]:
-    """Encoders whose BatchNorm runs in inference mode: both with finetune.freeze_bn, else the frozen ones."""
-    if bool(finetune_cfg.get("freeze_bn", False)):
+def inference_bn_modules(finetune_cfg: Any, pretrained: bool) -> tuple[str, ...]:
+    """Encoders whose BatchNorm runs in inference mode: both with finetune.freeze_bn when they start
+    from trained statistics (`pretrained`; a random start has none to keep), else the frozen ones."""
+    if pretrained and bool(finetune_cfg.get("freeze_bn", False)):
         return tuple(FREEZABLE.values())
     return frozen_modules(finetune_cfg)
 

@@ -49,6 +49,7 @@ from ma2mi_jax.train.finetune.fold_step import (
 from ma2mi_jax.train.finetune.head_init import current_probe_predictions, fold_starts
 from ma2mi_jax.train.finetune.inputs import FoldBatches, eval_index_batches, fold_seed
 from ma2mi_jax.train.finetune.plan import FoldSpec, Group
+from ma2mi_jax.train.finetune.starting_point import starts_pretrained
 
 # What else lowers the fine-tuning step's memory, named in the warning when it does not fit the device.
 SMALLER_FOLD_STEP = ("--config.dtype=bfloat16", "a smaller --config.train.batch_size")
@@ -283,7 +284,7 @@ def _optimiser_and_runner(
         model,
         tx,
         losses.cross_entropy,
-        inference_bn_modules(ft),
+        inference_bn_modules(ft, starts_pretrained(config)),
         aux_loss=None if aux is None else aux.loss,
         aux_weight=float(ft.aux_rec_weight),
         l2sp_weight=l2sp_weight,

@@ -26,7 +26,7 @@ from ma2mi_jax.train.finetune.group_build import BatchSource, build_group, fold_
 from ma2mi_jax.train.finetune.group_loop import train_group
 from ma2mi_jax.train.finetune.inputs import read_data
 from ma2mi_jax.train.finetune.results import TRANSFER_KEY, assemble_results, transfer_lines
-from ma2mi_jax.train.finetune.starting_point import build_classifier, initial_variables
+from ma2mi_jax.train.finetune.starting_point import batchnorm_line, build_classifier, initial_variables
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def _cross_validate(config: ml_collections.ConfigDict, workdir: Path, batch_sour
     plan.check_or_write_plan(workdir, plan.plan_dict(config, groups, samples))
     checkpoints.save_config(workdir, config)
     log.info("init: %s", init_line)
+    log.info("BatchNorm: %s", batchnorm_line(config))
     data = fold_data(
         pairs,
         np.asarray([s.label for s in samples], np.int32),

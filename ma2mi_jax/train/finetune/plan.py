@@ -18,6 +18,7 @@ from ma2mi_jax.data.media.frames import natural_key
 from ma2mi_jax.data.records import DataError, MicroSample
 from ma2mi_jax.errors import ConfigError, WorkdirError
 from ma2mi_jax.train.finetune import workdir_files
+from ma2mi_jax.train.finetune.starting_point import starts_pretrained
 from ma2mi_jax.train.finetune.workdir_files import FINAL_FOLD
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,17 @@ def plan_dict(
     aux_plan = {"aux_rec_weight": aux_weight} if aux_weight > 0 else {}
     held = int(config.finetune.validation_subjects)
     validation_plan = {"validation_subjects": held} if held > 0 else {}
+    ft = config.finetune
+    # How the encoders train, each only when it changes the paper's fine-tuning: a run resumed with
+    # another setting would mix two trainings (plans written before these keys keep their form).
+    changed = {
+        "bn_reestimate": bool(ft.bn_reestimate),
+        "encoder_lr_scale": float(ft.encoder_lr_scale) if float(ft.encoder_lr_scale) != 1.0 else None,
+        "encoder_warmup_epochs": int(ft.encoder_warmup_epochs) or None,
+        "l2sp_weight": float(ft.l2sp_weight) or None,
+        "freeze_bn": bool(ft.freeze_bn) and starts_pretrained(config),
+    }
+    training_plan = {k: v for k, v in changed.items() if v}
     return {
         "dataset": config.data.name,
         "num_samples": len(samples),
@@ -85,6 +97,7 @@ def plan_dict(
         "batch_size": int(config.train.batch_size),
         **aux_plan,
         **validation_plan,
+        **training_plan,
         "groups": [
             {
                 "name": g.name,
@@ -124,8 +137,8 @@ def check_or_write_plan(workdir: Path, plan: dict) -> None:
         if diff:
             raise WorkdirError(
                 f"{workdir} holds a run with a different plan ({', '.join(diff)} differ; see {path}). "
-                "Resume with the same config (seed, epochs, batch size, folds_per_step, data) or use a "
-                "new --workdir."
+                "Resume with the same config (seed, epochs, batch size, folds_per_step, data, the "
+                "finetune switches) or use a new --workdir."
             )
         return
     files.write_json(path, plan)

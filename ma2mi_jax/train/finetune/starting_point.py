@@ -38,6 +38,23 @@ def random_variables(model, size: int, key: jax.Array) -> dict:
     return model.init(key, dummy, dummy, train=False)
 
 
+def starts_pretrained(config: ml_collections.ConfigDict) -> bool:
+    """Whether `config.init` brings trained encoders (a pre-training, an export, ImageNet)."""
+    return str(config.init).strip() not in ("", "scratch")
+
+
+def batchnorm_line(config: ml_collections.ConfigDict) -> str:
+    """How the encoders' BatchNorm fine-tunes (finetune.freeze_bn against the start), for the log."""
+    if not bool(config.finetune.freeze_bn):
+        return "trained, batch statistics (finetune.freeze_bn=False: the paper's plain fine-tuning)"
+    if not starts_pretrained(config):
+        return "trained, batch statistics: a random start has no statistics to keep (finetune.freeze_bn)"
+    return (
+        "frozen at the start's running statistics, scale and bias trained (finetune.freeze_bn=True; "
+        "False: the paper's plain fine-tuning)"
+    )
+
+
 def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, str]:
     """Classifier variables {"params","batch_stats"} from `config.init`, and a line saying where from.
 
