@@ -11,6 +11,7 @@ import ml_collections
 from ma2mi_jax.errors import ConfigError
 from ma2mi_jax.train import folder_checks
 from ma2mi_jax.train.finetune.head_init import HEAD_INITS
+from ma2mi_jax.train.finetune.starting_point import starts_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def _check_aux(c: ml_collections.ConfigDict, problems: list[str]) -> None:
         problems.append(f"finetune.aux_rec_weight must be a finite number >= 0, got {weight}")
         return
     init = str(c.init).strip()
-    if weight > 0 and (init in ("", "scratch") or init.startswith("imagenet:")):
+    if weight > 0 and (not starts_pretrained(c) or init.startswith("imagenet:")):
         problems.append(
             f"finetune.aux_rec_weight={weight} keeps L_rec as an auxiliary loss, which needs the "
             f"pre-trained DiT: config.init must be a MA2MI pre-training workdir, not {init!r}. Set "

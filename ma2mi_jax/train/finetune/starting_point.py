@@ -65,7 +65,7 @@ def initial_variables(config: ml_collections.ConfigDict, model) -> tuple[dict, s
     variables = random_variables(model, int(config.data.image_size), jax.random.key(int(config.seed)))
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     init = str(config.init).strip()
-    if init in ("", "scratch"):
+    if not starts_pretrained(config):
         return variables, "random initialisation (config.init='scratch'), head zero-initialised"
     if init.startswith("imagenet:"):
         return _init_imagenet(config, variables, init.removeprefix("imagenet:"))
