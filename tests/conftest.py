@@ -3,17 +3,20 @@
 The tests compile hundreds of small programs and run most of them a few times, so compiling is most
 of their time: they compile at XLA's backend optimisation level 0 (LLVM's code generation without its
 optimisations; the optimised HLO, its operations and fusions, is the same text as at the default
-level 3), set here for every worker and subprocess unless XLA_FLAGS already chooses a level. The
-float32 gradient-accuracy tests compile their programs at the default level (`test_gradients.py`),
-and so do the pre-training subprocesses, the multi-process jobs compared with one device
-(`tests.helpers.pretrain.default_level_flags`) and the paper-size chain, whose 224 px steps run
-longer than they compile (`tests.helpers.paper_size`): the bounds were measured there
-(docs/decisions.md#xla-optimisation-level-in-tests).
+level 3), with XLA:CPU's older emitters for fusions, set here for every worker and subprocess unless
+XLA_FLAGS already chooses a level. The float32 gradient-accuracy tests compile their programs with
+XLA's defaults (`test_gradients.py`), and so do the pre-training subprocesses, the multi-process
+jobs compared with one device (`tests.helpers.pretrain.default_level_flags`) and the paper-size
+chain, whose 224 px steps run longer than they compile (`tests.helpers.paper_size`): the bounds were
+measured there (docs/decisions.md#xla-optimisation-level-in-tests).
 """
 
 import os
 
-TEST_LEVEL = "--xla_backend_optimization_level=0"
+# Level 0, and XLA:CPU's older (elemental) emitters for fusions: both shorten compiling and leave the
+# operations as they are (docs/decisions.md#xla-optimisation-level-in-tests). The subprocesses at
+# the default level leave both out (tests.helpers.pretrain.default_level_flags).
+TEST_LEVEL = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):  # before any compile
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_LEVEL}".strip()
 

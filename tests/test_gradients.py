@@ -31,7 +31,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # that moves by an ulp in front of a ReLU / max-pool gives 1e-3 and more.
 RELATIVE_TOLERANCE = 1e-4
 BATCH = 8
-DEFAULT_LEVEL = {"xla_backend_optimization_level": 3}  # XLA's default (DefaultDebugOptionsIgnoringFlags)
+# XLA's defaults (DefaultDebugOptionsIgnoringFlags), whatever conftest's XLA_FLAGS chose.
+DEFAULT_LEVEL = {"xla_backend_optimization_level": 3, "xla_cpu_use_fusion_emitters": True}
 
 
 def _smooth_pairs(size: int, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -82,7 +82,8 @@ def default_level_flags(devices: int = 1) -> str:
     level; at the tests' level 0 (conftest) the two programs drift further apart (6.4e-4 against
     the cross-validation's 5e-4 bound, 2.6e-5 against pre-training's 1e-5 on BatchNorm statistics).
     """
-    flags = re.sub(r"--xla_backend_optimization_level=\S+", "", os.environ.get("XLA_FLAGS", "")).split()
+    test_level = r"--xla_backend_optimization_level=\S+|--xla_cpu_use_fusion_emitters=\S+"  # conftest
+    flags = re.sub(test_level, "", os.environ.get("XLA_FLAGS", "")).split()
     if devices > 1:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     return " ".join(flags)
