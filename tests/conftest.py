@@ -27,6 +27,7 @@ from ma2mi_jax.cpu import allocator  # noqa: E402
 from tests.helpers.finetune import write_casme2  # noqa: E402
 
 allocator.tune_allocator()  # as the scripts run (cli.run; docs/decisions.md#host-allocator-setting)
+CACHE_MIN_COMPILE_SECONDS = 0.1  # programs that compile sooner are not kept (session_compile_cache)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,7 +37,11 @@ def session_compile_cache(tmp_path_factory):
     Many tests compile the same tiny programs (the same configs, in-process and through the CLI,
     in both workers); with the cache each distinct program compiles once per session. Subprocesses
     find it through the environment variables. A size limit turns on JAX's file lock, so that
-    processes that write and read the same entry at once never see half a file.
+    processes that write and read the same entry at once never see half a file. It also makes
+    every write read every entry's access time (JAX's LRU eviction), so the cache keeps only
+    programs that took CACHE_MIN_COMPILE_SECONDS to compile: not the thousands of one-operation
+    programs that code run outside jit compiles in milliseconds, which would make each write
+    slower than compiling (docs/decisions.md#two-test-workers-and-one-compile-cache).
     """
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' base folders share this session's parent
         path = tmp_path_factory.getbasetemp().parent / "xla_cache"
@@ -46,14 +51,14 @@ def session_compile_cache(tmp_path_factory):
         path = str(tmp_path_factory.mktemp("xla_cache"))
     settings = {
         "JAX_COMPILATION_CACHE_DIR": path,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": str(CACHE_MIN_COMPILE_SECONDS),
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
         "JAX_COMPILATION_CACHE_MAX_SIZE": str(8 << 30),
     }
     previous = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     jax.config.update("jax_compilation_cache_max_size", 8 << 30)
     yield path

@@ -145,8 +145,6 @@ def test_killed_run_resumes_to_the_same_results(vmapped, data_root, tmp_path, co
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "JAX_COMPILATION_CACHE_DIR": compile_cache,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
     cmd = [
         sys.executable, "-m", "tests.helpers.finetune", data_root, str(workdir),
