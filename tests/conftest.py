@@ -13,18 +13,17 @@ measured there (docs/decisions.md#xla-optimisation-level-in-tests).
 
 import os
 
-# Level 0, and XLA:CPU's older (elemental) emitters for fusions: both shorten compiling and leave the
-# operations as they are (docs/decisions.md#xla-optimisation-level-in-tests). The subprocesses at
-# the default level leave both out (tests.helpers.pretrain.default_level_flags).
-TEST_LEVEL = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+from tests.helpers.xla_level import TEST_FLAGS  # no jax: XLA_FLAGS is set before any compile
+
+# The subprocesses at the default level leave these out (tests.helpers.pretrain.default_level_flags).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):  # before any compile
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_LEVEL}".strip()
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *TEST_FLAGS]).strip()
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
-from ma2mi_jax.cpu import allocator  # noqa: E402
-from tests.helpers.finetune import write_casme2  # noqa: E402
+from ma2mi_jax.cpu import allocator
+from tests.helpers.finetune import write_casme2
 
 allocator.tune_allocator()  # as the scripts run (cli.run; docs/decisions.md#host-allocator-setting)
 CACHE_MIN_COMPILE_SECONDS = 0.1  # programs that compile sooner are not kept (session_compile_cache)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import sys
 from typing import Any
 
 from tests.helpers.configs import REPO, tiny_pretrain_config
+from tests.helpers.xla_level import without_test_flags
 
 
 def make_dfew(root: str, clips_scale: float = 0.02, size: int = 32) -> str:
@@ -80,8 +80,7 @@ def default_level_flags(devices: int = 1) -> str:
     level; at the tests' level 0 (conftest) the two programs drift further apart (6.4e-4 against
     the cross-validation's 5e-4 bound, 2.6e-5 against pre-training's 1e-5 on BatchNorm statistics).
     """
-    test_level = r"--xla_backend_optimization_level=\S+|--xla_cpu_use_fusion_emitters=\S+"  # conftest
-    flags = re.sub(test_level, "", os.environ.get("XLA_FLAGS", "")).split()
+    flags = without_test_flags(os.environ.get("XLA_FLAGS", ""))
     if devices > 1:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     return " ".join(flags)
