@@ -77,11 +77,15 @@ def _quiet_abandoned_orbax_work() -> None:
 
 
 class _AbandonedOrbaxWork(logging.Filter):
-    """Drop the tracebacks Orbax logs for a failed background read or write (the job reports it)."""
+    """Drop the tracebacks logged for a failed background read or write (the job reports it).
+
+    asyncio logs a task whose error nobody collected: an Orbax coroutine, or a bare TensorStore
+    read that Orbax wrapped in a task (its error names a `tensorstore_spec`). Other tasks still log.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        abandoned = "never retrieved" in message and "orbax" in message
+        abandoned = "never retrieved" in message and ("orbax" in message or "[tensorstore_spec=" in message)
         background = "orbax" in record.pathname and "raised an exception" in message
         return not (abandoned or background)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
 import os
 
 import jax
@@ -11,6 +14,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+import tensorstore as ts
 
 from ma2mi_jax import checkpoints, pretrained
 from tests.helpers.configs import tiny_pretrain_config
@@ -125,6 +129,47 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     _save(ck, 6, _state(seed=6, step=6), {"at": 6})  # the run saves step 6 again
     ck.close()
     assert checkpoints.Checkpoints(str(tmp_path / "ck"), keep=3).all_steps() == [2, 4, 6]
+
+
+class _Kept(logging.Handler):
+    """A log handler that keeps the records it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def _another_task_fails() -> None:
+    raise ValueError("another task's error")
+
+
+def test_an_abandoned_tensorstore_read_logs_nothing_other_tasks_still_do(tmp_path):
+    """A TensorStore read left failed in a task nobody collects (what restoring a damaged checkpoint
+    leaves) logs no traceback once a Checkpoints exists; another task's uncollected error still logs."""
+    checkpoints.Checkpoints(str(tmp_path / "ck"), keep=1).close()
+    missing = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(tmp_path / "none")}}
+
+    async def abandon() -> None:
+        tasks = [
+            asyncio.ensure_future(ts.open(missing, open=True)),
+            asyncio.ensure_future(_another_task_fails()),
+        ]
+        await asyncio.wait(tasks)  # both finish; neither error is collected
+
+    kept = _Kept()
+    logging.getLogger("asyncio").addHandler(kept)
+    try:
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(abandon())
+        loop.close()
+        gc.collect()
+    finally:
+        logging.getLogger("asyncio").removeHandler(kept)
+    logged = [r.getMessage() for r in kept.records if "never retrieved" in r.getMessage()]
+    assert len(logged) == 1 and "another task's error" in logged[0], logged
 
 
 def test_every_checkpoint_damaged_or_foreign_is_one_clear_error(tmp_path):
