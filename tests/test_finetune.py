@@ -240,8 +240,9 @@ def test_two_processes_of_two_devices_give_the_one_device_results(vmapped, data_
     """One job of 2 local processes x 2 CPU devices (jax.distributed on 127.0.0.1), groups of 3
     folds (padded to 4) and 1 fold (padded to 4): the folds are sharded over all 4 devices of both
     processes; the 1-device all-folds run's probabilities. The sharded program sums in another
-    order; after 3 epochs that moved one probability by 2.4e-4 (measured on 1 process x 4
-    devices), hence a looser bound than vmapped vs sequential."""
+    order; after 3 epochs that moved one probability by 2.4e-4 on an AMD EPYC and 3.9e-4 on an
+    Intel Xeon with AVX-512 FP16, hence a looser bound than vmapped vs sequential. Two folds' models
+    swapped differ by 1.5e-2 to 2.2e-2 here, far above it."""
     reference_dir, _ = vmapped
     workdir = tmp_path / "two_by_two"
     env = {
@@ -273,7 +274,7 @@ def test_two_processes_of_two_devices_give_the_one_device_results(vmapped, data_
     a, b = _probabilities(reference_dir), _probabilities(workdir)
     assert a.keys() == b.keys() == {"sub01", "sub02", "sub03", "sub04"}
     for k in a:
-        np.testing.assert_allclose(b[k], a[k], atol=5e-4, rtol=0)
+        np.testing.assert_allclose(b[k], a[k], atol=1e-3, rtol=0)
     assert np.abs(np.concatenate(list(a.values())) - 0.2).max() > 5e-3  # the models moved
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk["n"] == 20

@@ -394,12 +394,13 @@ def test_two_processes_of_two_devices_agree_with_one_device(unbroken, tmp_path, 
     b = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(got["params"])])
     assert np.max(np.abs(a - b)) <= 2 * tiny_pretrain_config(overrides).train.lr * RUN["train.steps"]
     assert np.mean(np.abs(a - b) > 1e-5 + 1e-3 * np.abs(a)) < 0.01
-    # Running statistics average activations of those parameters: at most 4.4e-6 apart (measured,
-    # AMD EPYC 2-core). A per-process BatchNorm would average each process's half batch instead,
-    # a sampling difference far above 1e-5.
+    # Running statistics average activations of those parameters, so the few elements Adam moved
+    # move them too: at most 4.4e-6 apart on an AMD EPYC, 8.1e-5 on an Intel Xeon with AVX-512 FP16
+    # (2 cores each). A per-process BatchNorm averages each process's half batch instead: after a
+    # single update of this run's statistics that moves 90 % of them by more than 1.3e-3 (median 9e-3).
     leaves = jax.tree_util.tree_leaves
     for x, y in zip(leaves(ref["batch_stats"]), leaves(got["batch_stats"]), strict=True):
-        np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(y, x, rtol=1e-4, atol=5e-4)
     np.testing.assert_allclose(
         [h["rec"] for h in _diagnostics(workdir)["history"]],
         [h["rec"] for h in _diagnostics(workdir_ref)["history"]],
