@@ -241,7 +241,7 @@ def test_two_processes_of_two_devices_give_the_one_device_results(vmapped, data_
     folds (padded to 4) and 1 fold (padded to 4): the folds are sharded over all 4 devices of both
     processes; the 1-device all-folds run's probabilities. The sharded program sums in another
     order; after 3 epochs that moved one probability by 2.4e-4 on an AMD EPYC and 3.9e-4 on an
-    Intel Xeon with AVX-512 FP16, hence a looser bound than vmapped vs sequential. Two folds' models
+    Intel Xeon with AVX-512 FP16, within the bound of vmapped vs sequential. Two folds' models
     swapped differ by 1.5e-2 to 2.2e-2 here, far above it."""
     reference_dir, _ = vmapped
     workdir = tmp_path / "two_by_two"
