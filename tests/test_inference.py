@@ -57,8 +57,12 @@ def _assert_the_card_describes_the_run(clf, workdir, config):
 
 
 def test_the_card_labels_the_test_selected_figure_and_reads_without_a_run():
-    meta = {"fold": "sub01", "class_names": ["negative", "positive"], "test_subjects": ["sub01"],
-            "config": {"data": {"name": "samm"}, "protocol": {"name": "kfold", "num_folds": 5}, "seed": 3}}
+    meta = {
+        "fold": "sub01",
+        "class_names": ["negative", "positive"],
+        "test_subjects": ["sub01"],
+        "config": {"data": {"name": "samm"}, "protocol": {"name": "kfold", "num_folds": 5}, "seed": 3},
+    }
     results = {"epochs": 80, "n": 10, "accuracy": 0.5, "uf1": 0.4, "uar": 0.45, "per_fold": [{}, {}],
                "best_epoch_per_fold_test_selected": {"label": finetune.BEST_EPOCH_LABEL, "accuracy": 0.7,
                                                      "uf1": 0.6, "uar": 0.65}}  # fmt: skip

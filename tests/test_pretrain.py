@@ -419,9 +419,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(unbroken, tmp_path, c
     before = _final_params(workdir)
     failed = run_subprocess(overrides, workdir, cache_dir=compile_cache, nan_vae=True)
     assert failed.returncode != 0
-    assert re.search(r"error: non-finite loss at step 5.*step 4", failed.stderr), failed.stderr[
-        -2000:
-    ]
+    assert re.search(r"error: non-finite loss at step 5.*step 4", failed.stderr), failed.stderr[-2000:]
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
     after = _final_params(workdir)
     assert after["step"] == 4

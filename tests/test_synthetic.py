@@ -167,9 +167,7 @@ def test_micro_displacement_is_about_a_pixel_and_macro_is_larger():
 
 
 def _mouth_and_brow(spec, size):
-    idn = rendering._identity(
-        spec.seed[0], layouts.PROFILES[spec.layout].identity_space, spec.subject
-    )
+    idn = rendering._identity(spec.seed[0], layouts.PROFILES[spec.layout].identity_space, spec.subject)
     m = faces.landmarks(idn, size)
     r = 0.18 * faces.face_scale(idn, size)
     mouth = [m["mouth_corner_l"], m["mouth_corner_r"], m["lip_lower"]]
@@ -180,9 +178,7 @@ def _mouth_and_brow(spec, size):
 @pytest.mark.parametrize(("emotion", "where"), [("happiness", "mouth"), ("surprise", "brows")])
 def test_micro_motion_is_where_its_aus_are(emotion, where):
     size = 64
-    specs = [
-        s for s in planning.plan("casme2", seed=0, clips_scale=0.3, knobs=QUIET) if s.emotion == emotion
-    ]
+    specs = [s for s in planning.plan("casme2", seed=0, clips_scale=0.3, knobs=QUIET) if s.emotion == emotion]
     if where == "brows":  # surprise with a dropped jaw (1+2+25+26) legitimately moves the mouth too
         specs = [s for s in specs if not {"25", "26"} & set(s.events[0].aus)]
     assert len(specs) >= 5

@@ -383,7 +383,6 @@ def test_reporting_errors_prints_one_paragraph_and_keeps_bugs_loud(capsys, monke
         cli.reporting_errors(bad_input)([])
 
 
-
 # ----------------------------------------------------------------------------- training that diverges
 
 

@@ -61,7 +61,6 @@ def save_vae_pytorch_format(folder: str, module: Any, params: Any) -> None:
     save_file(flax_to_pytorch_vae(params), os.path.join(folder, vae_lib.PT_WEIGHTS))
 
 
-
 SIZE = 32
 
 

@@ -76,8 +76,7 @@ def overlay(frame: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA) -
 
 
 def save_gradcam(clf, onset, apex, out_path: str | os.PathLike, class_index: int | None = None) -> dict:
-    """Write the Grad-CAM overlay on the apex frame as a PNG; returns {"path", "class_name", "class_index"}.
-    """
+    """Write the Grad-CAM overlay on the apex frame as a PNG: {"path", "class_name", "class_index"}."""
     heat, k = gradcam(clf, onset, apex, class_index)
     picture = overlay(clf.prepare(apex), heat)
     out_path = os.fspath(out_path)
